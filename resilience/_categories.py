@@ -1,0 +1,284 @@
+"""Error categories, outcomes, and the default classifier.
+
+Classification is by exception type and SQLSTATE (read by duck typing from an
+``exc.sqlstate`` attribute, as asyncpg exposes it), never by message text, so
+no database driver is imported here.
+
+The outcome of an error (what a breaker records) is decided in this order:
+
+1. ``CancelledError``, ``GeneratorExit``, ``KeyboardInterrupt``, ``SystemExit``
+   (anything not an ``Exception``) and the library's own rejections
+   (``CircuitOpenError`` from an inner breaker, ``BulkheadFullError``): ignored.
+2. the breaker's ``ignore`` types: ignored.
+3. the category policy (``classify`` or the breaker's ``classifier``).
+4. ``record``: an error the policy calls a failure but that is not a
+   ``record`` type counts as a success (the dependency answered).
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Final
+
+__all__ = (
+    "DEFAULT_POLICY",
+    "ErrorCategory",
+    "Judge",
+    "Outcome",
+    "classify",
+    "outcome_of",
+    "register_category",
+)
+
+logger = logging.getLogger("resilience")
+
+
+class ErrorCategory(enum.StrEnum):
+    """What kind of failure an error is; the value is the name."""
+
+    CONNECTION_ERROR = "CONNECTION_ERROR"
+    TIMEOUT_ERROR = "TIMEOUT_ERROR"
+    RESOURCE_ERROR = "RESOURCE_ERROR"
+    AUTHENTICATION_ERROR = "AUTHENTICATION_ERROR"
+    DATABASE_ERROR = "DATABASE_ERROR"
+    QUERY_ERROR = "QUERY_ERROR"
+    UNKNOWN_ERROR = "UNKNOWN_ERROR"
+
+
+class Outcome(enum.StrEnum):
+    """What a breaker records for a call.
+
+    - ``FAILURE``: counts against the dependency.
+    - ``IGNORED``: not counted at all (the probe permit is returned).
+    - ``SUCCESS``: counts as a success (the dependency answered).
+    - ``TRIP``: opens the circuit at once.
+    """
+
+    FAILURE = "failure"
+    IGNORED = "ignored"
+    SUCCESS = "success"
+    TRIP = "trip"
+
+
+DEFAULT_POLICY: Final[Mapping[ErrorCategory, Outcome]] = MappingProxyType(
+    {
+        ErrorCategory.CONNECTION_ERROR: Outcome.FAILURE,
+        ErrorCategory.TIMEOUT_ERROR: Outcome.FAILURE,
+        ErrorCategory.RESOURCE_ERROR: Outcome.FAILURE,
+        ErrorCategory.AUTHENTICATION_ERROR: Outcome.IGNORED,
+        ErrorCategory.DATABASE_ERROR: Outcome.FAILURE,
+        ErrorCategory.QUERY_ERROR: Outcome.IGNORED,
+        ErrorCategory.UNKNOWN_ERROR: Outcome.FAILURE,
+    }
+)
+
+# Per-transaction DATABASE_ERRORs (serialization failure, deadlock): the default
+# policy does not hold them against the server, and @retry retries them.
+TRANSACTION_SQLSTATES: Final = frozenset({"40001", "40P01"})
+
+_CATEGORY = ErrorCategory
+# SQLSTATE class (first two characters) -> category. Exact codes win over classes.
+_SQLSTATE_CODES: Final[Mapping[str, ErrorCategory]] = {
+    "57P01": _CATEGORY.CONNECTION_ERROR,  # admin_shutdown
+    "57P02": _CATEGORY.CONNECTION_ERROR,  # crash_shutdown
+    "57P03": _CATEGORY.CONNECTION_ERROR,  # cannot_connect_now
+    "57P04": _CATEGORY.CONNECTION_ERROR,  # database_dropped
+    "57P05": _CATEGORY.CONNECTION_ERROR,  # idle_session_timeout
+    "57014": _CATEGORY.TIMEOUT_ERROR,  # query_canceled (statement_timeout)
+    "25P03": _CATEGORY.TIMEOUT_ERROR,  # idle_in_transaction_session_timeout
+    "55P03": _CATEGORY.TIMEOUT_ERROR,  # lock_not_available (lock_timeout)
+    "3D000": _CATEGORY.DATABASE_ERROR,  # invalid_catalog_name
+    "P0001": _CATEGORY.QUERY_ERROR,  # raise_exception from PL/pgSQL
+}
+_SQLSTATE_CLASSES: Final[Mapping[str, ErrorCategory]] = {
+    "08": _CATEGORY.CONNECTION_ERROR,
+    "53": _CATEGORY.RESOURCE_ERROR,
+    "28": _CATEGORY.AUTHENTICATION_ERROR,
+    # Mistakes in the statement or the data: a bug, not an outage.
+    **dict.fromkeys(
+        (
+            "0A", "21", "22", "23", "24", "25", "26", "27", "2B", "2D", "2F",
+            "34", "38", "39", "3B", "3F", "42", "44", "54", "P0",
+        ),
+        _CATEGORY.QUERY_ERROR,
+    ),
+    **dict.fromkeys(
+        ("40", "55", "57", "58", "72", "F0", "HV", "XX"), _CATEGORY.DATABASE_ERROR
+    ),
+}  # fmt: skip
+
+_registry_lock = threading.Lock()
+_by_type: dict[type[BaseException], ErrorCategory] = {}
+_type_cache: dict[type[BaseException], ErrorCategory | None] = {}
+# Modules whose exceptions a resilience integration knows how to classify; the
+# integration is imported (and registers its types) the first time such an
+# exception is classified, so `classify` knows asyncpg errors without an import.
+_PROVIDERS: dict[str, str] = {"asyncpg": "resilience.integrations.asyncpg"}
+_loaded_providers: set[str] = set()
+
+
+def register_category(exc_type: type[BaseException], category: ErrorCategory) -> None:
+    """Classify ``exc_type`` (and its subclasses) as ``category``.
+
+    Registered types are consulted before SQLSTATE and the builtin rules; the
+    most specific registered base class wins.
+    """
+    if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+        raise TypeError(f"register_category needs an exception type, got {exc_type!r}")
+    category = ErrorCategory(category)
+    with _registry_lock:
+        _by_type[exc_type] = category
+        _type_cache.clear()
+
+
+def _registered(exc_type: type[BaseException]) -> ErrorCategory | None:
+    try:
+        return _type_cache[exc_type]
+    except KeyError:
+        pass
+    found = None
+    for base in exc_type.__mro__:
+        found = _by_type.get(base)  # type: ignore[call-overload]
+        if found is not None:
+            break
+    _type_cache[exc_type] = found
+    return found
+
+
+def _load_provider(exc_type: type[BaseException]) -> bool:
+    root = exc_type.__module__.partition(".")[0]
+    module = _PROVIDERS.get(root)
+    if module is None or root in _loaded_providers:
+        return False
+    _loaded_providers.add(root)
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        logger.warning("could not load %s to classify %s errors", module, root, exc_info=True)
+        return False
+    with _registry_lock:
+        _type_cache.clear()
+    return True
+
+
+def classify_sqlstate(sqlstate: str) -> ErrorCategory:
+    """The category of a five-character SQLSTATE code."""
+    code = sqlstate.upper()
+    found = _SQLSTATE_CODES.get(code) or _SQLSTATE_CLASSES.get(code[:2])
+    return found if found is not None else ErrorCategory.DATABASE_ERROR
+
+
+def classify(exc: BaseException) -> ErrorCategory:
+    """The default classifier: the :class:`ErrorCategory` of ``exc``.
+
+    Rules, first match wins: a type registered with :func:`register_category`
+    (integrations register their drivers' types); an ``exc.sqlstate`` string
+    (class 08 and 57P01-57P05 connection, 57014 timeout, 53 resource, 28
+    authentication, 42/22/23 and other statement classes query, 3D000, 40, 58,
+    XX and other server classes database); ``TimeoutError`` timeout;
+    ``OSError`` (``ConnectionError`` included) connection; ``MemoryError``
+    resource; anything else unknown.
+    """
+    exc_type = type(exc)
+    found = _registered(exc_type)
+    if found is not None:
+        return found
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and len(sqlstate) == 5:
+        return classify_sqlstate(sqlstate)
+    if isinstance(exc, TimeoutError):
+        return ErrorCategory.TIMEOUT_ERROR
+    if isinstance(exc, OSError):
+        return ErrorCategory.CONNECTION_ERROR
+    if isinstance(exc, MemoryError):
+        return ErrorCategory.RESOURCE_ERROR
+    if _load_provider(exc_type):
+        return classify(exc)
+    return ErrorCategory.UNKNOWN_ERROR
+
+
+# The outcome an inner breaker gave an error travels on the exception itself, so
+# an outer @fallback, @chain or @retry honours the innermost breaker's settings.
+_OUTCOME_ATTR: Final = "__resilience_outcome__"
+
+_NOT_COUNTED: tuple[type[BaseException], ...] = ()
+
+
+def _rejections() -> tuple[type[BaseException], ...]:
+    global _NOT_COUNTED
+    if not _NOT_COUNTED:
+        from ._errors import BulkheadFullError, CircuitOpenError
+
+        _NOT_COUNTED = (CircuitOpenError, BulkheadFullError)
+    return _NOT_COUNTED
+
+
+class Judge:
+    """Turns an exception into an :class:`Outcome` for one breaker's settings."""
+
+    __slots__ = ("_classifier", "_db_override", "_ignore", "_policy", "_record")
+
+    def __init__(
+        self,
+        *,
+        ignore: tuple[type[BaseException], ...] = (),
+        record: tuple[type[BaseException], ...] = (Exception,),
+        policy: Mapping[ErrorCategory, Outcome] | None = None,
+        classifier: Callable[[BaseException], ErrorCategory] | None = None,
+    ) -> None:
+        explicit = dict(policy or {})
+        self._ignore = ignore
+        self._record = record
+        self._policy = {**DEFAULT_POLICY, **explicit}
+        self._classifier = classifier or classify
+        self._db_override = ErrorCategory.DATABASE_ERROR in explicit
+
+    def __call__(self, exc: BaseException) -> tuple[Outcome, ErrorCategory | None]:
+        """The outcome and category of ``exc`` (category ``None`` when not classified)."""
+        if not isinstance(exc, Exception) or isinstance(exc, _rejections()):
+            return Outcome.IGNORED, None
+        if self._ignore and isinstance(exc, self._ignore):
+            return Outcome.IGNORED, None
+        try:
+            category = ErrorCategory(self._classifier(exc))
+        except Exception:
+            logger.exception("classifier failed on %s; treating it as UNKNOWN_ERROR", type(exc))
+            category = ErrorCategory.UNKNOWN_ERROR
+        outcome = self._policy[category]
+        if (
+            category is ErrorCategory.DATABASE_ERROR
+            and not self._db_override
+            and getattr(exc, "sqlstate", None) in TRANSACTION_SQLSTATES
+        ):
+            outcome = Outcome.IGNORED
+        if (outcome is Outcome.FAILURE or outcome is Outcome.TRIP) and not isinstance(
+            exc, self._record
+        ):
+            outcome = Outcome.SUCCESS
+        return outcome, category
+
+    def judge_and_mark(self, exc: BaseException) -> tuple[Outcome, ErrorCategory | None]:
+        """Like calling the judge, and note the outcome on ``exc`` if none is there yet."""
+        verdict = self(exc)
+        if getattr(exc, _OUTCOME_ATTR, None) is None:
+            try:
+                setattr(exc, _OUTCOME_ATTR, verdict[0])
+            except (AttributeError, TypeError):
+                pass  # an exception type that takes no attributes: outer layers re-judge
+        return verdict
+
+
+DEFAULT_JUDGE: Final = Judge()
+
+
+def outcome_of(exc: BaseException) -> Outcome:
+    """The outcome the innermost breaker gave ``exc``; without one, the default policy's."""
+    marked = getattr(exc, _OUTCOME_ATTR, None)
+    if isinstance(marked, Outcome):
+        return marked
+    return DEFAULT_JUDGE(exc)[0]

@@ -1,0 +1,1 @@
+"""The decorators, one module each."""

@@ -1,0 +1,141 @@
+"""The library's exceptions.
+
+Everything the library raises on its own account derives from
+:class:`ResilienceError`, so one ``except ResilienceError`` catches every
+rejection without also catching the dependency's own errors::
+
+    Exception
+    └── ResilienceError
+        ├── CircuitOpenError          (alias CircuitBreakerOpenError)
+        ├── BulkheadFullError
+        ├── ChainExhaustedError       (also an ExceptionGroup of every cause)
+        └── CallTimeoutError          (also a builtin TimeoutError)
+
+Errors raised by the protected function itself always propagate unchanged:
+the library never wraps or replaces them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._categories import ErrorCategory
+    from ._config import CircuitState
+
+__all__ = (
+    "BulkheadFullError",
+    "CallTimeoutError",
+    "ChainExhaustedError",
+    "CircuitBreakerOpenError",
+    "CircuitOpenError",
+    "ResilienceError",
+)
+
+
+class ResilienceError(Exception):
+    """Base class of every error the library raises on its own account."""
+
+
+class CircuitOpenError(ResilienceError):
+    """A circuit breaker rejected the call without running it.
+
+    A fresh instance is raised for every rejection, so a rejected caller never
+    holds on to another caller's traceback.
+
+    Attributes:
+        name: the breaker's name.
+        state: the breaker's state when it rejected the call.
+        retry_after: seconds until a probe may be admitted. In OPEN, the open
+            deadline minus now; in HALF_OPEN with every probe permit taken, a
+            short estimate (at most 1 s); ``None`` in FORCED_OPEN, where no
+            deadline exists.
+        last_failure_category: the category of the last recorded failure, or
+            ``None``.
+    """
+
+    __slots__ = ("last_failure_category", "name", "retry_after", "state")
+
+    def __init__(
+        self,
+        name: str,
+        state: CircuitState,
+        retry_after: float | None,
+        last_failure_category: ErrorCategory | None = None,
+    ) -> None:
+        self.name = name
+        self.state = state
+        self.retry_after = retry_after
+        self.last_failure_category = last_failure_category
+        super().__init__(name, state, retry_after)
+
+    def __str__(self) -> str:
+        when = (
+            "until it is closed by hand"
+            if self.retry_after is None
+            else f"retry after {self.retry_after:.3f}s"
+        )
+        return f"circuit {self.name!r} is {self.state.value}: {when}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.state, self.retry_after, self.last_failure_category))
+
+
+CircuitBreakerOpenError = CircuitOpenError
+"""Alias of :class:`CircuitOpenError`, the name the Kailash guide uses."""
+
+
+class BulkheadFullError(ResilienceError):
+    """A bulkhead had no free slot (and no free waiting place) for the call.
+
+    A bulkhead rejection says nothing about the health of the dependency, so an
+    outer circuit breaker ignores it.
+
+    Attributes:
+        name: the bulkhead's name.
+        max_concurrent: its concurrency limit.
+        max_waiting: how many callers may wait for a slot.
+    """
+
+    def __init__(self, name: str, max_concurrent: int, max_waiting: int) -> None:
+        self.name = name
+        self.max_concurrent = max_concurrent
+        self.max_waiting = max_waiting
+        super().__init__(name, max_concurrent, max_waiting)
+
+    def __str__(self) -> str:
+        return (
+            f"bulkhead {self.name!r} is full "
+            f"({self.max_concurrent} running, {self.max_waiting} waiting)"
+        )
+
+
+class CallTimeoutError(ResilienceError, TimeoutError):
+    """``@timeout`` cancelled a call that ran longer than its limit.
+
+    It is a builtin :class:`TimeoutError` too, so it is classified as
+    ``TIMEOUT_ERROR`` and caught by ``except TimeoutError``.
+
+    Attributes:
+        name: the qualified name of the function that timed out.
+        seconds: the limit that was exceeded.
+    """
+
+    def __init__(self, name: str, seconds: float) -> None:
+        self.name = name
+        self.seconds = seconds
+        super().__init__(name, seconds)
+
+    def __str__(self) -> str:
+        return f"{self.name} did not finish within {self.seconds:g}s"
+
+
+class ChainExhaustedError(ExceptionGroup[Exception], ResilienceError):
+    """Every resource of a ``@chain`` failed; ``.exceptions`` holds each cause in order."""
+
+    def __new__(cls, message: str, exceptions: Sequence[Exception]) -> ChainExhaustedError:
+        return super().__new__(cls, message, exceptions)
+
+    def derive(self, excs: Sequence[Exception]) -> ChainExhaustedError:
+        return ChainExhaustedError(self.message, excs)

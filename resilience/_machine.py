@@ -1,0 +1,485 @@
+"""The breaker's decision engine: sans-I/O, no asyncio, no locks, no clock.
+
+Every method takes ``now`` (monotonic seconds) and returns a decision; the
+caller (:class:`resilience.CircuitBreaker`) supplies the time, holds the lock,
+and delivers the transitions this machine queues in ``pending``. All the rules
+of the breaker live here, each in one place:
+
+- trip rules: :meth:`Machine._after_record` (consecutive failures, error rate,
+  slow-call rate, gated by ``minimum_calls``);
+- the open period (backoff, cap, jitter): :meth:`Machine._open`;
+- lazy OPEN -> HALF_OPEN and the half-open timeout: :meth:`Machine._catch_up`;
+- half-open permits and the close/re-open decision: :meth:`Machine.admit`,
+  :meth:`Machine.on_success`, :meth:`Machine.on_failure`, :meth:`Machine.on_ignored`;
+- generations: every admission returns the generation it was admitted under,
+  and a result from an older generation is counted in the metrics only.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from array import array
+from typing import NamedTuple
+
+from ._categories import ErrorCategory
+from ._config import CircuitConfig, CircuitState
+from ._windows import CountWindow, TimeWindow
+
+__all__ = ("REJECTED", "Machine", "Transition")
+
+REJECTED = -1
+"""What :meth:`Machine.admit` returns instead of a generation when it rejects."""
+
+_CLOSED = CircuitState.CLOSED
+_OPEN = CircuitState.OPEN
+_HALF_OPEN = CircuitState.HALF_OPEN
+_FORCED_OPEN = CircuitState.FORCED_OPEN
+_DISABLED = CircuitState.DISABLED
+_METRICS_ONLY = CircuitState.METRICS_ONLY
+_INF = math.inf
+
+# While catching up lazily on a long idle period that alternates OPEN and a
+# timed-out HALF_OPEN, transitions after this many are folded arithmetically.
+_MAX_CATCH_UP = 64
+# Half-open retry estimate when every probe permit is taken.
+HALF_OPEN_RETRY_ESTIMATE = 1.0
+
+# Latency histogram: two buckets per octave from 2**-20 s (about 1 us) to
+# 2**12 s, so p99 is reported within about 20% in bounded memory.
+_HIST_MIN_EXP = -20
+_HIST_BUCKETS = 64
+_SQRT_HALF = math.sqrt(0.5)
+_HIST_EXACT = 1024
+
+
+class Transition(NamedTuple):
+    """A committed state change, waiting to be delivered to listeners."""
+
+    old: CircuitState
+    new: CircuitState
+    reason: str
+    at: float  # monotonic time at which it took effect (a lazy one: its deadline)
+
+
+def _fmt_seconds(value: float) -> str:
+    return f"{value:.3g}s"
+
+
+class Machine:
+    """State, window and counters of one breaker."""
+
+    __slots__ = (
+        "_hist",
+        "avg_latency_sum",
+        "config",
+        "consecutive_failures",
+        "count_window",
+        "error_rate",
+        "failed_calls",
+        "failures_by_category",
+        "gen",
+        "half_open_inflight",
+        "half_open_max",
+        "half_open_successes",
+        "half_open_timeout",
+        "half_open_until",
+        "ignored_calls",
+        "last_failure_at",
+        "last_failure_category",
+        "minimum_calls",
+        "open_base",
+        "open_count",
+        "open_period",
+        "open_until",
+        "opened_at",
+        "openings",
+        "pending",
+        "rejected_calls",
+        "slow_call_rate",
+        "slow_calls",
+        "slow_threshold",
+        "state",
+        "state_changes",
+        "successful_calls",
+        "window",
+        "window_settled",
+    )
+
+    def __init__(self, config: CircuitConfig) -> None:
+        self.state = _CLOSED
+        self.gen = 0
+        self.pending: list[Transition] = []
+        self.consecutive_failures = 0
+        self.half_open_successes = 0
+        self.half_open_inflight = 0
+        self.half_open_until = _INF
+        self.open_until = 0.0
+        self.open_base = 0.0
+        self.open_period = 0.0
+        self.opened_at: float | None = None
+        self.openings = 0
+        self.last_failure_at: float | None = None
+        self.last_failure_category: ErrorCategory | None = None
+        self.window: CountWindow | TimeWindow = CountWindow(1)
+        self.reset_metrics()
+        self.apply_config(config, rebuild_window=True)
+
+    # -- configuration -----------------------------------------------------
+
+    def apply_config(self, config: CircuitConfig, *, rebuild_window: bool | None = None) -> None:
+        """Adopt ``config`` keeping state and counters (the window is rebuilt
+        only when its shape changes)."""
+        old = getattr(self, "config", None)
+        if rebuild_window is None:
+            rebuild_window = old is None or (
+                old.window_size != config.window_size
+                or old.window_duration != config.window_duration
+            )
+        self.config = config
+        if rebuild_window:
+            self.window = (
+                TimeWindow(config.window_duration)
+                if config.window_duration is not None
+                else CountWindow(config.window_size)
+            )
+        self.count_window = isinstance(self.window, CountWindow)
+        self.window_settled = False
+        self.error_rate = config.error_rate
+        self.minimum_calls = config.effective_minimum_calls
+        self.slow_threshold = (
+            config.slow_call_duration if config.slow_call_duration is not None else _INF
+        )
+        self.slow_call_rate = config.slow_call_rate
+        self.half_open_max = config.effective_half_open_max_calls
+        self.half_open_timeout = config.half_open_timeout
+
+    def reset_metrics(self) -> None:
+        """Zero the lifetime counters reported by ``metrics()``."""
+        self.successful_calls = 0
+        self.failed_calls = 0
+        self.ignored_calls = 0
+        self.rejected_calls = 0
+        self.slow_calls = 0
+        self.open_count = 0
+        self.state_changes = 0
+        self.failures_by_category: dict[ErrorCategory, int] = {}
+        self.avg_latency_sum = 0.0
+        self._hist: array[int] | None = None
+
+    # -- admission ---------------------------------------------------------
+
+    def admit(self, now: float) -> int:
+        """Admit a call at ``now``: its generation, or :data:`REJECTED`."""
+        s = self.state
+        if s is _CLOSED or s is _METRICS_ONLY or s is _DISABLED:
+            return self.gen
+        if s is _OPEN:
+            if now < self.open_until:
+                self.rejected_calls += 1
+                return REJECTED
+            self._catch_up(now)
+            s = self.state
+        elif s is _HALF_OPEN and now >= self.half_open_until:
+            self._catch_up(now)
+            s = self.state
+        if s is _HALF_OPEN and self.half_open_inflight < self.half_open_max:
+            self.half_open_inflight += 1
+            return self.gen
+        self.rejected_calls += 1
+        return REJECTED
+
+    def retry_after(self, now: float) -> float | None:
+        """Seconds until a call may be admitted (0.0 when one would be now)."""
+        s = self.state
+        if s is _OPEN:
+            return max(0.0, self.open_until - now)
+        if s is _HALF_OPEN:
+            if self.half_open_inflight < self.half_open_max:
+                return 0.0
+            return max(0.0, min(HALF_OPEN_RETRY_ESTIMATE, self.half_open_until - now))
+        if s is _FORCED_OPEN:
+            return None
+        return 0.0
+
+    def current_state(self, now: float) -> CircuitState:
+        """The state at ``now``, after any lazy transition that is due."""
+        s = self.state
+        if (s is _OPEN and now >= self.open_until) or (
+            s is _HALF_OPEN and now >= self.half_open_until
+        ):
+            self._catch_up(now)
+        return self.state
+
+    # -- results -----------------------------------------------------------
+
+    def _observe(self, n: int, duration: float) -> bool:
+        """Add the ``n``-th finished call's latency to the metrics; return
+        whether it was slow."""
+        self.avg_latency_sum += duration
+        # The histogram (for p99) sees every call at first, then one in eight:
+        # bucketing costs more than the rest of the success path.
+        if n <= _HIST_EXACT or not n & 7:
+            self._hist_add(duration)
+        if duration >= self.slow_threshold:
+            self.slow_calls += 1
+            return True
+        return False
+
+    def _hist_add(self, duration: float) -> None:
+        hist = self._hist
+        if hist is None:
+            hist = self._hist = array("I", bytes(4 * _HIST_BUCKETS))
+        if duration > 0.0:
+            m, e = math.frexp(duration)
+            i = (e - _HIST_MIN_EXP) * 2 + (m >= _SQRT_HALF)
+            if i < 0:
+                i = 0
+            elif i >= _HIST_BUCKETS:
+                i = _HIST_BUCKETS - 1
+            hist[i] += 1
+        else:
+            hist[0] += 1
+
+    def on_success(self, gen: int, now: float, duration: float) -> None:
+        """Record a call admitted under ``gen`` that succeeded after ``duration`` s."""
+        # The metrics part of _observe, inlined: this is the hot path.
+        n = self.successful_calls + 1
+        self.successful_calls = n
+        self.avg_latency_sum += duration
+        if n <= _HIST_EXACT or not n & 7:
+            self._hist_add(duration)
+        slow = duration >= self.slow_threshold
+        if slow:
+            self.slow_calls += 1
+        if gen != self.gen:
+            return
+        s = self.state
+        if s is _CLOSED or s is _METRICS_ONLY:
+            self.consecutive_failures = 0
+            if self.window_settled and not slow:
+                # A full count window of plain successes: adding one more
+                # changes nothing, and nothing can trip.
+                return
+            w = self.window
+            w.record(False, slow, now)
+            self._after_record(now)
+        elif s is _HALF_OPEN:
+            if now >= self.half_open_until:
+                self._catch_up(now)
+                return
+            self.half_open_inflight -= 1
+            if slow:
+                # A probe must be fast as well as successful, or a slow
+                # dependency would close the circuit only to trip it again.
+                self._open(now, f"slow probe ({_fmt_seconds(duration)})")
+                return
+            self.half_open_successes += 1
+            if self.half_open_successes >= self.config.success_threshold:
+                self._close(now, f"{self.half_open_successes} successful probes")
+
+    def on_failure(
+        self, gen: int, now: float, duration: float, category: ErrorCategory, trip: bool = False
+    ) -> None:
+        """Record a failure of ``category``; ``trip`` opens the circuit at once."""
+        self.failed_calls += 1
+        by_cat = self.failures_by_category
+        by_cat[category] = by_cat.get(category, 0) + 1
+        self.last_failure_at = now
+        self.last_failure_category = category
+        slow = self._observe(self.successful_calls + self.failed_calls, duration)
+        if gen != self.gen:
+            return
+        s = self.state
+        if s is _CLOSED or s is _METRICS_ONLY:
+            self.consecutive_failures += 1
+            self.window.record(True, slow, now)
+            self.window_settled = False
+            if trip and s is _CLOSED:
+                self._open(now, f"{category.value} trips the circuit at once")
+            else:
+                self._after_record(now)
+        elif s is _HALF_OPEN:
+            if now >= self.half_open_until:
+                self._catch_up(now)
+                return
+            self.half_open_inflight -= 1
+            self._open(now, f"probe failed with {category.value}")
+
+    def on_ignored(self, gen: int, now: float, duration: float) -> None:
+        """Record a call whose outcome does not count; its probe permit is returned."""
+        self.ignored_calls += 1
+        if gen == self.gen and self.state is _HALF_OPEN:
+            if now >= self.half_open_until:
+                self._catch_up(now)
+            else:
+                self.half_open_inflight -= 1
+
+    def _after_record(self, now: float) -> None:
+        w = self.window
+        self.window_settled = (
+            self.count_window and not (w.failures or w.slow) and w.calls == self.config.window_size
+        )
+        if self.state is not _CLOSED:
+            return  # METRICS_ONLY records and reports, never trips
+        n = self.consecutive_failures
+        if n >= self.config.failure_threshold:
+            self._open(now, f"{n} consecutive failures")
+            return
+        calls = w.calls
+        if calls < self.minimum_calls:
+            return
+        rate = self.error_rate
+        if rate is not None and w.failures / calls >= rate:
+            self._open(
+                now, f"error rate {w.failures / calls:.2f} >= {rate:.2f} over {calls} calls"
+            )
+        elif self.slow_threshold != _INF and w.slow / calls >= self.slow_call_rate:
+            self._open(
+                now,
+                f"slow-call rate {w.slow / calls:.2f} >= {self.slow_call_rate:.2f} "
+                f"over {calls} calls",
+            )
+
+    # -- transitions -------------------------------------------------------
+
+    def _set(self, new: CircuitState, reason: str, at: float) -> None:
+        self.pending.append(Transition(self.state, new, reason, at))
+        self.state = new
+        self.gen += 1
+        self.state_changes += 1
+
+    def _open(self, at: float, reason: str) -> None:
+        cfg = self.config
+        self.openings += 1
+        if self.openings == 1:
+            base = cfg.recovery_timeout
+        else:
+            # Multiply the previous (capped) base: never overflows, however
+            # long the outage.
+            base = min(self.open_base * cfg.recovery_backoff, cfg.effective_max_recovery_timeout)
+        self.open_base = base
+        jitter = cfg.jitter
+        period = base * (1.0 - jitter + 2.0 * jitter * random.random()) if jitter else base
+        self.open_period = period
+        self.open_until = at + period
+        self.opened_at = at
+        self.half_open_until = _INF
+        self.half_open_inflight = 0
+        self.half_open_successes = 0
+        self.open_count += 1
+        self._set(_OPEN, reason, at)
+
+    def _half_open(self, at: float, reason: str) -> None:
+        self.half_open_inflight = 0
+        self.half_open_successes = 0
+        hot = self.half_open_timeout
+        self.half_open_until = at + hot if hot is not None else _INF
+        self._set(_HALF_OPEN, reason, at)
+
+    def _close(self, at: float, reason: str) -> None:
+        self.window.clear()
+        self.window_settled = False
+        self.consecutive_failures = 0
+        self.half_open_successes = 0
+        self.half_open_inflight = 0
+        self.half_open_until = _INF
+        self.openings = 0
+        self.opened_at = None
+        self._set(_CLOSED, reason, at)
+
+    def _catch_up(self, now: float) -> None:
+        """Apply, at their deadlines, the lazy transitions due by ``now``."""
+        steps = 0
+        while True:
+            s = self.state
+            if s is _OPEN and now >= self.open_until:
+                self._half_open(
+                    self.open_until, f"open for {_fmt_seconds(self.open_period)}; probing"
+                )
+            elif s is _HALF_OPEN and now >= self.half_open_until:
+                assert self.half_open_timeout is not None
+                self._open(
+                    self.half_open_until,
+                    f"half-open undecided after {_fmt_seconds(self.half_open_timeout)}",
+                )
+            else:
+                return
+            steps += 1
+            if steps == _MAX_CATCH_UP and self.state is _OPEN:
+                # Fold whole idle OPEN/HALF_OPEN cycles (at the current open
+                # period) instead of replaying each one.
+                assert self.half_open_timeout is not None
+                cycle = self.open_period + self.half_open_timeout
+                skipped = int((now - self.open_until) // cycle)
+                if skipped > 0:
+                    shift = skipped * cycle
+                    self.open_until += shift
+                    self.opened_at = self.open_until - self.open_period
+                    self.openings += skipped
+                    self.open_count += skipped
+                    self.state_changes += 2 * skipped
+
+    def transition_to(self, state: CircuitState, reason: str, now: float) -> None:
+        """Move to ``state`` by hand (any state, including the current one)."""
+        state = CircuitState(state)
+        if state is _OPEN:
+            self._open(now, reason)
+        elif state is _HALF_OPEN:
+            self._half_open(now, reason)
+        elif state is _CLOSED:
+            self._close(now, reason)
+        else:
+            self.half_open_inflight = 0
+            self.half_open_until = _INF
+            self._set(state, reason, now)
+
+    def reset(self, now: float, reason: str) -> None:
+        """Back to a fresh CLOSED breaker: window, counters and metrics cleared."""
+        old = self.state
+        self._close(now, reason)
+        if old is _CLOSED:
+            # Nothing changed for listeners; the new generation still drops
+            # results of calls admitted before the reset.
+            self.pending.pop()
+        self.last_failure_at = None
+        self.last_failure_category = None
+        self.reset_metrics()
+
+    # -- reporting ---------------------------------------------------------
+
+    @property
+    def total_calls(self) -> int:
+        """Admitted calls that have finished."""
+        return self.successful_calls + self.failed_calls + self.ignored_calls
+
+    def latency_histogram(self) -> list[tuple[float, int]]:
+        """``(upper bound in seconds, calls)`` per bucket, scaled from the
+        sample to every finished (non-ignored) call; empty before any call."""
+        hist = self._hist
+        if hist is None:
+            return []
+        sampled = sum(hist)
+        finished = self.successful_calls + self.failed_calls
+        scale = finished / sampled if sampled else 0.0
+        return [
+            (float(2.0 ** (_HIST_MIN_EXP - 0.5 + i / 2)), round(count * scale))
+            for i, count in enumerate(hist)
+        ]
+
+    def latency_quantile(self, q: float) -> float | None:
+        """The latency below which ``q`` of finished calls fell, in seconds."""
+        hist = self._hist
+        total = sum(hist) if hist is not None else 0
+        if not total:
+            return None
+        assert hist is not None
+        rank = q * total
+        seen = 0
+        for i, count in enumerate(hist):
+            seen += count
+            if seen >= rank:
+                # Geometric middle of the bucket [2**lo, 2**hi).
+                lo = _HIST_MIN_EXP - 1 + i / 2
+                return float(2.0 ** (lo + 0.25))
+        return None  # pragma: no cover - unreachable: seen ends at total

@@ -1,0 +1,160 @@
+"""Named breakers: the same name always means the same breaker."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ._breaker import CircuitBreaker
+from ._categories import ErrorCategory
+from ._clock import Clock
+from ._config import CircuitConfig, make_config
+from ._store import StateStore
+
+__all__ = ("Registry", "registry")
+
+
+class Registry:
+    """A set of circuit breakers identified by name.
+
+    Args:
+        clock: passed to every breaker this registry creates (default: system clock).
+        store: a :class:`StateStore` every created breaker publishes to
+            (default: none, in-process only).
+
+    ``resilience.registry`` is the process-wide default; build your own for
+    isolation (tests, or one per tenant).
+    """
+
+    def __init__(self, *, clock: Clock | None = None, store: StateStore | None = None) -> None:
+        self._clock = clock
+        self._store = store
+        self._lock = threading.Lock()
+        self._breakers: dict[str, CircuitBreaker] = {}
+
+    @property
+    def clock(self) -> Clock | None:
+        """The clock given to created breakers (``None``: the system clock)."""
+        return self._clock
+
+    def get_or_create(
+        self,
+        name: str,
+        config: CircuitConfig | None = None,
+        *,
+        classifier: Callable[[BaseException], ErrorCategory] | None = None,
+        **fields: Any,
+    ) -> CircuitBreaker:
+        """The breaker called ``name``, created with these settings if new.
+
+        Raises:
+            ValueError: ``name`` exists with different explicit settings (use
+                :meth:`reconfigure` to change them).
+            TypeError: an unknown setting.
+        """
+        with self._lock:
+            existing = self._breakers.get(name)
+            if existing is None:
+                breaker = CircuitBreaker(
+                    name,
+                    config,
+                    clock=self._clock,
+                    classifier=classifier,
+                    store=self._store,
+                    **fields,
+                )
+                self._breakers[name] = breaker
+                if self._store is not None:
+                    self._store.attach(breaker)
+                return breaker
+        if config is not None or fields or classifier is not None:
+            wanted = make_config(config if config is not None else existing.config, fields)
+            differ = existing._same_settings(wanted, classifier)
+            if differ:
+                details = ", ".join(
+                    f"{f}={getattr(wanted, f, classifier)!r} (has {getattr(existing.config, f, existing.classifier)!r})"
+                    for f in differ
+                )
+                raise ValueError(
+                    f"circuit {name!r} already exists with other settings: {details}; "
+                    "use registry.reconfigure() to change them"
+                )
+        return existing
+
+    def register(self, breaker: CircuitBreaker) -> CircuitBreaker:
+        """Add a breaker built directly. Raises ``ValueError`` if the name is taken."""
+        with self._lock:
+            if breaker.name in self._breakers and self._breakers[breaker.name] is not breaker:
+                raise ValueError(f"a circuit named {breaker.name!r} is already registered")
+            self._breakers[breaker.name] = breaker
+        return breaker
+
+    def unregister(self, name: str) -> CircuitBreaker | None:
+        """Remove and return the breaker called ``name`` (``None`` if absent)."""
+        with self._lock:
+            return self._breakers.pop(name, None)
+
+    def get(self, name: str) -> CircuitBreaker | None:
+        """The breaker called ``name``, or ``None``."""
+        return self._breakers.get(name)
+
+    def __getitem__(self, name: str) -> CircuitBreaker:
+        return self._breakers[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._breakers
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def __iter__(self) -> Iterator[CircuitBreaker]:
+        return iter(self.all())
+
+    def all(self) -> list[CircuitBreaker]:
+        """Every breaker, in creation order."""
+        with self._lock:
+            return list(self._breakers.values())
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """``status()`` of every breaker."""
+        return [b.status() for b in self.all()]
+
+    def reset_all(self) -> None:
+        """``reset()`` every breaker."""
+        for b in self.all():
+            b.reset()
+
+    def _select(self, names: Iterable[str] | None) -> list[CircuitBreaker]:
+        if names is None:
+            return self.all()
+        if isinstance(names, str):
+            raise TypeError("names must be an iterable of names, not a single string")
+        chosen = []
+        for name in names:
+            breaker = self._breakers.get(name)
+            if breaker is None:
+                raise KeyError(f"no circuit named {name!r}")
+            chosen.append(breaker)
+        return chosen
+
+    def force_open_all(
+        self, reason: str = "forced open", *, names: Iterable[str] | None = None
+    ) -> None:
+        """Force open every breaker, or only ``names`` (isolate a group)."""
+        for b in self._select(names):
+            b.force_open(reason)
+
+    def reconfigure(self, name: str, **fields: Any) -> CircuitConfig:
+        """Change the settings of ``name`` in place (state and counters kept)."""
+        breaker = self._breakers.get(name)
+        if breaker is None:
+            raise KeyError(f"no circuit named {name!r}")
+        return breaker.reconfigure(**fields)
+
+    def __repr__(self) -> str:
+        return f"<Registry of {len(self._breakers)} circuits>"
+
+
+registry = Registry()
+"""The process-wide default registry."""
