@@ -1,0 +1,152 @@
+"""Hypothesis state-machine test: the breaker against a small reference model."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from resilience import CircuitBreaker, CircuitState, Permit
+from resilience.testing import FakeClock
+
+RECOVERY = 10.0
+BACKOFF = 2.0
+CAP = 40.0
+
+
+class Model:
+    """The rules of DESIGN.md, written as plainly as possible."""
+
+    def __init__(self, threshold: int, rate: float | None, size: int, minimum: int,
+                 successes: int) -> None:  # fmt: skip
+        self.threshold, self.rate, self.minimum, self.successes = threshold, rate, minimum, successes
+        self.window: deque[bool] = deque(maxlen=size)
+        self.state = CircuitState.CLOSED
+        self.gen = 0
+        self.consecutive = 0
+        self.openings = 0
+        self.period = 0.0
+        self.open_until = 0.0
+        self.inflight = 0
+        self.half_open_ok = 0
+
+    def _move(self, state: CircuitState) -> None:
+        self.state = state
+        self.gen += 1
+
+    def _open(self, now: float) -> None:
+        self.openings += 1
+        self.period = min(RECOVERY * BACKOFF ** min(self.openings - 1, 10), CAP)
+        self.open_until = now + self.period
+        self._move(CircuitState.OPEN)
+
+    def read(self, now: float) -> CircuitState:
+        if self.state is CircuitState.OPEN and now >= self.open_until:
+            self.inflight = self.half_open_ok = 0
+            self._move(CircuitState.HALF_OPEN)
+        return self.state
+
+    def admit(self, now: float) -> int | None:
+        state = self.read(now)
+        if state is CircuitState.CLOSED:
+            return self.gen
+        if state is CircuitState.HALF_OPEN and self.inflight < self.successes:
+            self.inflight += 1
+            return self.gen
+        return None
+
+    def result(self, gen: int, ok: bool, now: float) -> None:
+        if gen != self.gen:
+            return
+        if self.state is CircuitState.CLOSED:
+            self.consecutive = 0 if ok else self.consecutive + 1
+            self.window.append(not ok)
+            n = len(self.window)
+            if self.consecutive >= self.threshold or (
+                self.rate is not None and n >= self.minimum and sum(self.window) / n >= self.rate
+            ):
+                self._open(now)
+        elif self.state is CircuitState.HALF_OPEN:
+            self.inflight -= 1
+            if not ok:
+                self._open(now)
+                return
+            self.half_open_ok += 1
+            if self.half_open_ok >= self.successes:
+                self.window.clear()
+                self.consecutive = 0
+                self.openings = 0
+                self._move(CircuitState.CLOSED)
+
+
+class Down(ConnectionError):
+    pass
+
+
+class BreakerVsModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[Permit, int]] = []
+
+    @initialize(
+        threshold=st.integers(1, 5),
+        rate=st.sampled_from([None, 0.5, 0.3]),
+        size=st.integers(2, 8),
+        minimum=st.integers(1, 8),
+        successes=st.integers(1, 3),
+    )
+    def setup(self, threshold: int, rate: float | None, size: int, minimum: int,
+              successes: int) -> None:  # fmt: skip
+        self.clock = FakeClock()
+        self.breaker = CircuitBreaker(
+            "model", clock=self.clock, failure_threshold=threshold, error_rate=rate,
+            window_size=size, minimum_calls=minimum, success_threshold=successes,
+            recovery_timeout=RECOVERY, recovery_backoff=BACKOFF, max_recovery_timeout=CAP,
+        )  # fmt: skip
+        self.model = Model(threshold, rate, size, min(minimum, size), successes)
+
+    def _admit(self) -> tuple[Permit | None, int | None]:
+        permit = self.breaker.try_acquire()
+        gen = self.model.admit(self.clock.monotonic())
+        assert (permit is None) == (gen is None)
+        return permit, gen
+
+    @rule(ok=st.booleans())
+    def call(self, ok: bool) -> None:
+        permit, gen = self._admit()
+        if permit is not None and gen is not None:
+            permit.success() if ok else permit.failure(Down())
+            self.model.result(gen, ok, self.clock.monotonic())
+
+    @precondition(lambda self: len(self.held) < 4)
+    @rule()
+    def hold(self) -> None:
+        permit, gen = self._admit()
+        if permit is not None and gen is not None:
+            self.held.append((permit, gen))
+
+    @precondition(lambda self: self.held)
+    @rule(ok=st.booleans(), data=st.data())
+    def release(self, ok: bool, data: st.DataObject) -> None:
+        i = data.draw(st.integers(0, len(self.held) - 1))
+        permit, gen = self.held.pop(i)
+        permit.success() if ok else permit.failure(Down())
+        self.model.result(gen, ok, self.clock.monotonic())
+
+    @rule(seconds=st.sampled_from([0.5, 5.0, 10.0, 20.0, 40.0]))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @invariant()
+    def same_state(self) -> None:
+        if hasattr(self, "model"):
+            assert self.breaker.state is self.model.read(self.clock.monotonic())
+            retry = self.breaker.status()["retry_after"]
+            if self.model.state is CircuitState.OPEN:
+                assert retry == self.model.open_until - self.clock.monotonic()
+
+
+TestBreakerVsModel = BreakerVsModel.TestCase
+TestBreakerVsModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
