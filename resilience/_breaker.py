@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
-from ._categories import ErrorCategory, Judge, Outcome
+from ._categories import ErrorCategory, Outcome, judge_for
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import CircuitConfig, CircuitState, make_config
 from ._errors import CircuitOpenError
@@ -116,7 +116,9 @@ class CircuitBreaker:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
         if clock is None:
             clock = SYSTEM_CLOCK
-        elif not (callable(getattr(clock, "monotonic", None)) and callable(getattr(clock, "time", None))):
+        elif not (
+            callable(getattr(clock, "monotonic", None)) and callable(getattr(clock, "time", None))
+        ):
             raise TypeError(f"clock must have monotonic() and time() methods, got {clock!r}")
         if classifier is not None and not callable(classifier):
             raise TypeError(f"classifier must be callable, got {classifier!r}")
@@ -125,7 +127,7 @@ class CircuitBreaker:
         self._clock = clock
         self._now = clock.monotonic
         self._classifier = classifier
-        self._judge = self._make_judge(self._config)
+        self._judge = judge_for(self._config, classifier)
         self._m = Machine(self._config)
         self._lock = threading.Lock()
         self._listeners: tuple[tuple[Listener, bool], ...] = ()
@@ -133,14 +135,6 @@ class CircuitBreaker:
         self._guard: contextvars.ContextVar[tuple[tuple[int, float], ...]] | None = None
         self._no_loop_warned = False
         self._store = store
-
-    def _make_judge(self, config: CircuitConfig) -> Judge:
-        return Judge(
-            ignore=config.ignore,
-            record=config.record,
-            policy=config.category_policy,
-            classifier=self._classifier,
-        )
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._name!r} {self._m.state.value}>"
@@ -156,7 +150,7 @@ class CircuitBreaker:
             gen = m.admit(now)
             pending = m.pending
             if pending:
-                m.pending = []
+                m.pending = None
             if gen < 0:
                 error = CircuitOpenError(
                     self._name, m.state, m.retry_after(now), m.last_failure_category
@@ -193,7 +187,7 @@ class CircuitBreaker:
                 m.on_ignored(gen, now, now - start)
             pending = m.pending
             if pending:
-                m.pending = []
+                m.pending = None
         if pending:
             self._deliver(pending)
 
@@ -223,16 +217,14 @@ class CircuitBreaker:
             m.on_success(gen, end, end - start)
             pending = m.pending
             if pending:
-                m.pending = []
+                m.pending = None
         finally:
             lock.release()
         if pending:
             self._deliver(pending)
         return result
 
-    def _call_sync(
-        self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> R:
+    def _call_sync(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         m = self._m
         gen = m.gen
         if m.state is not _CLOSED:
@@ -251,7 +243,7 @@ class CircuitBreaker:
             m.on_success(gen, end, end - start)
             pending = m.pending
             if pending:
-                m.pending = []
+                m.pending = None
         finally:
             lock.release()
         if pending:
@@ -265,7 +257,7 @@ class CircuitBreaker:
             m.on_success(gen, end, end - start)
             pending = m.pending
             if pending:
-                m.pending = []
+                m.pending = None
         finally:
             lock.release()
         if pending:
@@ -299,10 +291,21 @@ class CircuitBreaker:
         The caller must settle the permit (``success()``, ``failure(exc)`` or
         ``ignore()``) exactly once, in a ``finally`` block if it can be cancelled.
         """
-        try:
-            gen = self._admit()
-        except CircuitOpenError:
-            return None
+        m = self._m
+        gen = m.gen
+        if m.state is not _CLOSED:
+            lock = self._lock
+            lock.acquire()
+            try:
+                gen = m.admit(self._now())
+                pending = m.pending
+                m.pending = None
+            finally:
+                lock.release()
+            if pending:
+                self._deliver(pending)
+            if gen < 0:
+                return None
         return Permit(self, gen, self._now())
 
     def _guard_var(self) -> contextvars.ContextVar[tuple[tuple[int, float], ...]]:
@@ -377,7 +380,7 @@ class CircuitBreaker:
                 s = m.current_state(self._now())
                 pending = m.pending
                 if pending:
-                    m.pending = []
+                    m.pending = None
             if pending:
                 self._deliver(pending)
         return s
@@ -387,8 +390,8 @@ class CircuitBreaker:
             m = self._m
             action(m, self._now())
             pending = m.pending
-            m.pending = []
-        return pending
+            m.pending = None
+        return pending or []
 
     async def transition_to(self, state: CircuitState | str, reason: str = "manual") -> None:
         """Move to ``state`` by hand; awaits async listeners before returning."""
@@ -429,7 +432,7 @@ class CircuitBreaker:
         """
         with self._lock:
             new = make_config(self._config, fields)
-            judge = self._make_judge(new)
+            judge = judge_for(new, self._classifier)
             self._config = new
             self._judge = judge
             self._m.apply_config(new)
@@ -531,7 +534,7 @@ class CircuitBreaker:
             state = m.current_state(now)
             pending = m.pending
             if pending:
-                m.pending = []
+                m.pending = None
             m.window.refresh(now)
             w = m.window
             calls = w.calls
@@ -570,7 +573,7 @@ class CircuitBreaker:
                 "ignored_calls": m.ignored_calls,
                 "rejected_calls": m.rejected_calls,
                 "slow_calls": m.slow_calls,
-                "failures_by_category": {k.value: v for k, v in m.failures_by_category.items()},
+                "failures_by_category": m.failures_by_category_dict(),
                 "state": m.state.value,
                 "state_changes": m.state_changes,
                 "avg_latency_ms": (m.avg_latency_sum / finished * 1000.0) if finished else 0.0,
@@ -638,8 +641,9 @@ class Permit:
             with b._lock:
                 b._m.on_failure(self._gen, now, now - self._start, ErrorCategory.UNKNOWN_ERROR)
                 pending = b._m.pending
-                b._m.pending = []
-            b._deliver(pending)
+                b._m.pending = None
+            if pending:
+                b._deliver(pending)
         else:
             b._settle_error(self._gen, self._start, exc)
 
@@ -651,7 +655,6 @@ class Permit:
         with b._lock:
             b._m.on_ignored(self._gen, now, now - self._start)
             pending = b._m.pending
-            b._m.pending = []
-        b._deliver(pending)
-
-
+            b._m.pending = None
+        if pending:
+            b._deliver(pending)

@@ -31,6 +31,7 @@ __all__ = (
     "Judge",
     "Outcome",
     "classify",
+    "judge_for",
     "outcome_of",
     "register_category",
 )
@@ -143,7 +144,7 @@ def _registered(exc_type: type[BaseException]) -> ErrorCategory | None:
         pass
     found = None
     for base in exc_type.__mro__:
-        found = _by_type.get(base)  # type: ignore[call-overload]
+        found = _by_type.get(base)
         if found is not None:
             break
     _type_cache[exc_type] = found
@@ -274,6 +275,23 @@ class Judge:
 
 
 DEFAULT_JUDGE: Final = Judge()
+
+_judges: dict[tuple[object, ...], Judge] = {}
+
+
+def judge_for(config: object, classifier: Callable[[BaseException], ErrorCategory] | None) -> Judge:
+    """A judge for a config's ``ignore``/``record``/``category_policy``, shared
+    between breakers with the same settings (most breakers use the defaults)."""
+    ignore = getattr(config, "ignore")  # noqa: B009 - avoids importing _config here
+    record = getattr(config, "record")  # noqa: B009
+    policy = getattr(config, "category_policy")  # noqa: B009
+    key = (ignore, record, tuple(policy.items()), classifier)
+    judge = _judges.get(key)
+    if judge is None:
+        judge = Judge(ignore=ignore, record=record, policy=policy, classifier=classifier)
+        if len(_judges) < 1024:  # bounded: unusual settings simply get their own
+            _judges[key] = judge
+    return judge
 
 
 def outcome_of(exc: BaseException) -> Outcome:

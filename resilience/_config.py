@@ -230,6 +230,7 @@ class CircuitConfig:
 
 
 FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(CircuitConfig))
+DEFAULT_CONFIG = CircuitConfig()
 
 
 def make_config(config: CircuitConfig | None, fields: Mapping[str, Any]) -> CircuitConfig:
@@ -238,7 +239,7 @@ def make_config(config: CircuitConfig | None, fields: Mapping[str, Any]) -> Circ
     if unknown:
         raise TypeError(f"unknown circuit setting(s): {', '.join(unknown)}")
     if config is None:
-        return CircuitConfig(**fields)
+        return CircuitConfig(**fields) if fields else DEFAULT_CONFIG
     if not isinstance(config, CircuitConfig):
         raise TypeError(f"config must be a CircuitConfig, got {type(config).__name__}")
     return config.replace(**fields) if fields else config

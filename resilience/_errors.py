@@ -64,11 +64,11 @@ class CircuitOpenError(ResilienceError):
         retry_after: float | None,
         last_failure_category: ErrorCategory | None = None,
     ) -> None:
+        # BaseException.__new__ has already stored the arguments in .args.
         self.name = name
         self.state = state
         self.retry_after = retry_after
         self.last_failure_category = last_failure_category
-        super().__init__(name, state, retry_after)
 
     def __str__(self) -> str:
         when = (
@@ -137,5 +137,5 @@ class ChainExhaustedError(ExceptionGroup[Exception], ResilienceError):
     def __new__(cls, message: str, exceptions: Sequence[Exception]) -> ChainExhaustedError:
         return super().__new__(cls, message, exceptions)
 
-    def derive(self, excs: Sequence[Exception]) -> ChainExhaustedError:
+    def derive(self, excs: Sequence[Exception]) -> ChainExhaustedError:  # type: ignore[override]
         return ChainExhaustedError(self.message, excs)

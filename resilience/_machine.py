@@ -38,6 +38,8 @@ _FORCED_OPEN = CircuitState.FORCED_OPEN
 _DISABLED = CircuitState.DISABLED
 _METRICS_ONLY = CircuitState.METRICS_ONLY
 _INF = math.inf
+_CATEGORIES = tuple(ErrorCategory)
+_CATEGORY_INDEX = {c: i for i, c in enumerate(_CATEGORIES)}
 
 # While catching up lazily on a long idle period that alternates OPEN and a
 # timed-out HALF_OPEN, transitions after this many are folded arithmetically.
@@ -109,7 +111,7 @@ class Machine:
     def __init__(self, config: CircuitConfig) -> None:
         self.state = _CLOSED
         self.gen = 0
-        self.pending: list[Transition] = []
+        self.pending: list[Transition] | None = None
         self.consecutive_failures = 0
         self.half_open_successes = 0
         self.half_open_inflight = 0
@@ -163,7 +165,7 @@ class Machine:
         self.slow_calls = 0
         self.open_count = 0
         self.state_changes = 0
-        self.failures_by_category: dict[ErrorCategory, int] = {}
+        self.failures_by_category: list[int] | None = None
         self.avg_latency_sum = 0.0
         self._hist: array[int] | None = None
 
@@ -263,7 +265,10 @@ class Machine:
                 return
             w = self.window
             w.record(False, slow, now)
-            self._after_record(now)
+            if slow or w.failures:
+                self._after_record(now)
+            elif self.count_window and w.calls == w.size and not w.slow:
+                self.window_settled = True
         elif s is _HALF_OPEN:
             if now >= self.half_open_until:
                 self._catch_up(now)
@@ -284,7 +289,9 @@ class Machine:
         """Record a failure of ``category``; ``trip`` opens the circuit at once."""
         self.failed_calls += 1
         by_cat = self.failures_by_category
-        by_cat[category] = by_cat.get(category, 0) + 1
+        if by_cat is None:
+            by_cat = self.failures_by_category = [0] * len(_CATEGORIES)
+        by_cat[_CATEGORY_INDEX[category]] += 1
         self.last_failure_at = now
         self.last_failure_category = category
         slow = self._observe(self.successful_calls + self.failed_calls, duration)
@@ -317,9 +324,6 @@ class Machine:
 
     def _after_record(self, now: float) -> None:
         w = self.window
-        self.window_settled = (
-            self.count_window and not (w.failures or w.slow) and w.calls == self.config.window_size
-        )
         if self.state is not _CLOSED:
             return  # METRICS_ONLY records and reports, never trips
         n = self.consecutive_failures
@@ -331,9 +335,7 @@ class Machine:
             return
         rate = self.error_rate
         if rate is not None and w.failures / calls >= rate:
-            self._open(
-                now, f"error rate {w.failures / calls:.2f} >= {rate:.2f} over {calls} calls"
-            )
+            self._open(now, f"error rate {w.failures / calls:.2f} >= {rate:.2f} over {calls} calls")
         elif self.slow_threshold != _INF and w.slow / calls >= self.slow_call_rate:
             self._open(
                 now,
@@ -344,7 +346,11 @@ class Machine:
     # -- transitions -------------------------------------------------------
 
     def _set(self, new: CircuitState, reason: str, at: float) -> None:
-        self.pending.append(Transition(self.state, new, reason, at))
+        t = Transition(self.state, new, reason, at)
+        if self.pending is None:
+            self.pending = [t]
+        else:
+            self.pending.append(t)
         self.state = new
         self.gen += 1
         self.state_changes += 1
@@ -441,6 +447,7 @@ class Machine:
         if old is _CLOSED:
             # Nothing changed for listeners; the new generation still drops
             # results of calls admitted before the reset.
+            assert self.pending is not None
             self.pending.pop()
         self.last_failure_at = None
         self.last_failure_category = None
@@ -452,6 +459,11 @@ class Machine:
     def total_calls(self) -> int:
         """Admitted calls that have finished."""
         return self.successful_calls + self.failed_calls + self.ignored_calls
+
+    def failures_by_category_dict(self) -> dict[str, int]:
+        """Failures per category value (categories never seen are left out)."""
+        counts = self.failures_by_category or ()
+        return {c.value: n for c, n in zip(_CATEGORIES, counts, strict=False) if n}
 
     def latency_histogram(self) -> list[tuple[float, int]]:
         """``(upper bound in seconds, calls)`` per bucket, scaled from the

@@ -134,7 +134,8 @@ class TimeWindow:
             self._calls = array("l", bytes(8 * self._n))
             self._failures = array("l", bytes(8 * self._n))
             self._slow = array("l", bytes(8 * self._n))
-        j = self._advance(now)
+        epoch = int(now // self._width)
+        j = epoch % self._n if epoch == self._epoch else self._advance(now)
         self._calls[j] += 1
         self.calls += 1
         if failure:

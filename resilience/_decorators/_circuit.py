@@ -22,7 +22,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class _Guard(wrapt.FunctionWrapper):  # type: ignore[misc]
+class _Guard(wrapt.FunctionWrapper):  # type: ignore[type-arg]
     """A guarded callable; ``.breaker`` is its circuit breaker."""
 
     @property
@@ -48,7 +48,7 @@ def _fast_class(fn: Any, run: Callable[..., Any]) -> type[_Guard]:
 def guard(fn: Callable[P, R], breaker: CircuitBreaker) -> Callable[P, R]:
     """Wrap ``fn`` (sync or async function, method, classmethod, staticmethod)
     so every call goes through ``breaker``."""
-    if not callable(fn) and not isinstance(fn, classmethod | staticmethod):
+    if not callable(fn) and not isinstance(fn, classmethod | staticmethod):  # type: ignore[unreachable]
         raise TypeError(f"@circuit needs a callable, got {fn!r}")
     reject_generators(fn, "circuit")
     run = breaker._call_async if is_async_callable(fn) else breaker._call_sync
@@ -57,9 +57,8 @@ def guard(fn: Callable[P, R], breaker: CircuitBreaker) -> Callable[P, R]:
         return run(wrapped, args, kwargs)
 
     cls = _fast_class(fn, run) if isinstance(fn, types.FunctionType) else _Guard
-    wrapped = cls(fn, wrapper)
+    wrapped: Any = cls(fn, wrapper)
     wrapped._self_breaker = breaker
-    wrapped._self_run = run
     return wrapped  # type: ignore[no-any-return]
 
 

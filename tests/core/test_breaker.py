@@ -357,9 +357,7 @@ async def test_cancellation_is_never_a_failure(make: Make) -> None:
     assert b.metrics()["ignored_calls"] == 3 and b.metrics()["failed_calls"] == 0
 
 
-async def test_half_open_timeout_reopens_at_its_deadline(
-    make: Make, fake_clock: FakeClock
-) -> None:
+async def test_half_open_timeout_reopens_at_its_deadline(make: Make, fake_clock: FakeClock) -> None:
     """An undecided HALF_OPEN re-opens at the deadline; its open period counts from there."""
     b = make(failure_threshold=1, recovery_timeout=10, half_open_timeout=4, success_threshold=1)
     await _open_then_half_open(b, fake_clock)  # t=10, half-open until 14
@@ -478,9 +476,7 @@ async def test_reconfigure_validates(make: Make) -> None:
     assert b.config.jitter == 0.0
 
 
-async def test_reconfigure_rederives_half_open_max_calls(
-    make: Make, fake_clock: FakeClock
-) -> None:
+async def test_reconfigure_rederives_half_open_max_calls(make: Make, fake_clock: FakeClock) -> None:
     """half_open_max_calls=None follows success_threshold after reconfigure."""
     b = make(failure_threshold=1, recovery_timeout=1, success_threshold=1)
     b.reconfigure(success_threshold=2)

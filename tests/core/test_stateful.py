@@ -21,7 +21,12 @@ class Model:
 
     def __init__(self, threshold: int, rate: float | None, size: int, minimum: int,
                  successes: int) -> None:  # fmt: skip
-        self.threshold, self.rate, self.minimum, self.successes = threshold, rate, minimum, successes
+        self.threshold, self.rate, self.minimum, self.successes = (
+            threshold,
+            rate,
+            minimum,
+            successes,
+        )
         self.window: deque[bool] = deque(maxlen=size)
         self.state = CircuitState.CLOSED
         self.gen = 0

@@ -1,0 +1,8 @@
+"""``python -m resilience.cli``: the same as the ``resilience`` command."""
+
+import sys
+
+from . import main
+
+if __name__ == "__main__":
+    sys.exit(main())
