@@ -73,7 +73,8 @@ class Registry:
             differ = existing._same_settings(wanted, classifier)
             if differ:
                 details = ", ".join(
-                    f"{f}={getattr(wanted, f, classifier)!r} (has {getattr(existing.config, f, existing.classifier)!r})"
+                    f"{f}={getattr(wanted, f, classifier)!r} "
+                    f"(has {getattr(existing.config, f, existing.classifier)!r})"
                     for f in differ
                 )
                 raise ValueError(
