@@ -251,18 +251,22 @@ class Machine:
         self.avg_latency_sum += duration
         if n <= _HIST_EXACT or not n & 7:
             self._hist_add(duration)
-        slow = duration >= self.slow_threshold
-        if slow:
+        if duration < self.slow_threshold:
+            if self.window_settled and gen == self.gen:
+                # CLOSED or METRICS_ONLY (every transition clears the flag)
+                # with a full count window of plain successes: one more
+                # changes nothing in the window and nothing can trip.
+                self.consecutive_failures = 0
+                return
+            slow = False
+        else:
+            slow = True
             self.slow_calls += 1
         if gen != self.gen:
             return
         s = self.state
         if s is _CLOSED or s is _METRICS_ONLY:
             self.consecutive_failures = 0
-            if self.window_settled and not slow:
-                # A full count window of plain successes: adding one more
-                # changes nothing, and nothing can trip.
-                return
             w = self.window
             w.record(False, slow, now)
             if slow or w.failures:
@@ -347,6 +351,7 @@ class Machine:
 
     def _set(self, new: CircuitState, reason: str, at: float) -> None:
         t = Transition(self.state, new, reason, at)
+        self.window_settled = False
         if self.pending is None:
             self.pending = [t]
         else:
@@ -385,7 +390,6 @@ class Machine:
 
     def _close(self, at: float, reason: str) -> None:
         self.window.clear()
-        self.window_settled = False
         self.consecutive_failures = 0
         self.half_open_successes = 0
         self.half_open_inflight = 0
