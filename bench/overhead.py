@@ -21,7 +21,7 @@ import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from resilience import CircuitBreaker, CircuitOpenError, Registry, circuit
+from resilience import CircuitBreaker, Registry, circuit
 
 Case = Callable[[int], Awaitable[Any]]
 
@@ -39,6 +39,7 @@ async def hand_wrapper(x: int) -> int:
 
 
 def build_cases() -> dict[str, tuple[Case, bool]]:
+    """Ours first, then the peers that are installed."""
     reg = Registry()
     cases: dict[str, tuple[Case, bool]] = {
         "bare await": (target, False),
@@ -68,32 +69,64 @@ def build_cases() -> dict[str, tuple[Case, bool]]:
     return cases
 
 
+async def failing(x: int) -> int:
+    raise ConnectionError("down")
+
+
+async def _open_peer(fn: Case) -> None:
+    for _ in range(3):
+        try:
+            await fn(0)
+        except Exception:
+            pass
+
+
 def peer_cases() -> dict[str, tuple[Case, bool]]:
+    """Peers, when installed: the closed path, and a rejection once opened."""
     peers: dict[str, tuple[Case, bool]] = {}
+    opened: list[Case] = []
     if importlib.util.find_spec("circuitbreaker"):
         import circuitbreaker
 
-        peers["peer: circuitbreaker 2.x"] = (circuitbreaker.circuit(target), False)
+        peers["peer: circuitbreaker (closed)"] = (circuitbreaker.circuit(target), False)
+        cb = circuitbreaker.circuit(failure_threshold=1, recovery_timeout=3600)(failing)
+        opened.append(cb)
+        peers["peer: circuitbreaker (rejection)"] = (cb, True)
     if importlib.util.find_spec("purgatory"):
         from purgatory import AsyncCircuitBreakerFactory
 
-        factory = AsyncCircuitBreakerFactory()
-        peers["peer: purgatory"] = (factory("purgatory")(target), False)
+        factory = AsyncCircuitBreakerFactory(default_threshold=1, default_ttl=3600)
+        peers["peer: purgatory (closed)"] = (factory("purgatory-ok")(target), False)
+        pg = factory("purgatory-down")(failing)
+        opened.append(pg)
+        peers["peer: purgatory (rejection)"] = (pg, True)
     if importlib.util.find_spec("aiobreaker"):
+        import datetime
+
         import aiobreaker
 
-        peers["peer: aiobreaker"] = (aiobreaker.CircuitBreaker()(target), False)
+        peers["peer: aiobreaker (closed)"] = (aiobreaker.CircuitBreaker()(target), False)
+        ab = aiobreaker.CircuitBreaker(fail_max=1, timeout_duration=datetime.timedelta(hours=1))(
+            failing
+        )
+        opened.append(ab)
+        peers["peer: aiobreaker (rejection)"] = (ab, True)
     if importlib.util.find_spec("pybreaker"):
         import pybreaker
 
         sync_breaker = pybreaker.CircuitBreaker()
 
         async def via_pybreaker(x: int) -> int:
-            return await sync_breaker.call_async(target, x)  # type: ignore[no-any-return]
+            # pybreaker on an async def guards only creating the coroutine.
+            return await sync_breaker.call(target, x)  # type: ignore[no-any-return]
 
-        if hasattr(sync_breaker, "call_async"):
-            peers["peer: pybreaker (call_async, needs tornado)"] = (via_pybreaker, False)
+        peers["peer: pybreaker (guards coroutine creation only)"] = (via_pybreaker, False)
+
+    PEERS_TO_OPEN.extend(opened)
     return peers
+
+
+PEERS_TO_OPEN: list[Case] = []
 
 
 async def time_case(fn: Case, rejects: bool, calls: int) -> float:
@@ -102,7 +135,7 @@ async def time_case(fn: Case, rejects: bool, calls: int) -> float:
         for i in range(calls):
             try:
                 await fn(i)
-            except CircuitOpenError:
+            except Exception:  # CircuitOpenError, or a peer's own rejection
                 pass
         return (time.perf_counter() - start) / calls * 1e9
     start = time.perf_counter()
@@ -113,15 +146,16 @@ async def time_case(fn: Case, rejects: bool, calls: int) -> float:
 
 async def measure(calls: int, rounds: int) -> list[tuple[str, float]]:
     cases = build_cases()
+    for fn in PEERS_TO_OPEN:
+        await _open_peer(fn)
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(rounds):
-        for name, (fn, rejects) in cases.items():  # interleaved, so drift hits all alike
+        for name, (fn, rejects) in list(cases.items()):  # interleaved: drift hits all alike
             try:
                 samples[name].append(await time_case(fn, rejects, calls))
             except Exception as exc:  # a peer that cannot run here
                 print(f"  ({name} skipped: {type(exc).__name__}: {exc})", file=sys.stderr)
-                samples[name] = []
-                cases[name] = (target, False)
+                del cases[name], samples[name]
     return [(name, statistics.median(v)) for name, v in samples.items() if v]
 
 

@@ -153,7 +153,7 @@ class CircuitBreaker:
                 m.pending = None
             if gen < 0:
                 error = CircuitOpenError(
-                    self._name, m.state, m.retry_after(now), m.last_failure_category
+                    self._name, m.state, m.rejected_retry_after, m.last_failure_category
                 )
         finally:
             lock.release()

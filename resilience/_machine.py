@@ -98,6 +98,7 @@ class Machine:
         "openings",
         "pending",
         "rejected_calls",
+        "rejected_retry_after",
         "slow_call_rate",
         "slow_calls",
         "slow_threshold",
@@ -120,6 +121,7 @@ class Machine:
         self.open_base = 0.0
         self.open_period = 0.0
         self.opened_at: float | None = None
+        self.rejected_retry_after: float | None = None
         self.openings = 0
         self.last_failure_at: float | None = None
         self.last_failure_category: ErrorCategory | None = None
@@ -172,13 +174,15 @@ class Machine:
     # -- admission ---------------------------------------------------------
 
     def admit(self, now: float) -> int:
-        """Admit a call at ``now``: its generation, or :data:`REJECTED`."""
+        """Admit a call at ``now``: its generation, or :data:`REJECTED`, in
+        which case ``rejected_retry_after`` holds what the caller should wait."""
         s = self.state
         if s is _CLOSED or s is _METRICS_ONLY or s is _DISABLED:
             return self.gen
         if s is _OPEN:
             if now < self.open_until:
                 self.rejected_calls += 1
+                self.rejected_retry_after = self.open_until - now
                 return REJECTED
             self._catch_up(now)
             s = self.state
@@ -189,6 +193,7 @@ class Machine:
             self.half_open_inflight += 1
             return self.gen
         self.rejected_calls += 1
+        self.rejected_retry_after = self.retry_after(now)
         return REJECTED
 
     def retry_after(self, now: float) -> float | None:
