@@ -76,7 +76,6 @@ class Machine:
         "avg_latency_sum",
         "config",
         "consecutive_failures",
-        "count_window",
         "error_rate",
         "failed_calls",
         "failures_by_category",
@@ -147,7 +146,6 @@ class Machine:
                 if config.window_duration is not None
                 else CountWindow(config.window_size)
             )
-        self.count_window = isinstance(self.window, CountWindow)
         self.window_settled = False
         self.error_rate = config.error_rate
         self.minimum_calls = config.effective_minimum_calls
@@ -276,7 +274,7 @@ class Machine:
             w.record(False, slow, now)
             if slow or w.failures:
                 self._after_record(now)
-            elif self.count_window and w.calls == w.size and not w.slow:
+            elif isinstance(w, CountWindow) and w.calls == w.size and not w.slow:
                 self.window_settled = True
         elif s is _HALF_OPEN:
             if now >= self.half_open_until:

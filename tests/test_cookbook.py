@@ -19,16 +19,12 @@ def test_the_cookbook_has_recipes() -> None:
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
-def test_recipe_runs(recipe: Path) -> None:
-    """`python cookbook/<recipe>.py` exits 0 within a minute."""
+def test_recipe_runs(recipe: Path, pg_dsn: str, redis_url: str) -> None:
+    """`python cookbook/<recipe>.py` exits 0 within a minute, against real servers."""
     env = {
         **os.environ,
-        "RESILIENCE_PG_DSN": os.environ.get(
-            "RESILIENCE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"
-        ),
-        "RESILIENCE_REDIS_URL": os.environ.get(
-            "RESILIENCE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
-        ),
+        "RESILIENCE_PG_DSN": pg_dsn,
+        "RESILIENCE_REDIS_URL": redis_url,
         "PYTHONWARNINGS": "error",
     }
     done = subprocess.run(
