@@ -3,12 +3,17 @@
 The package root only re-exports; see the private modules for the code.
 """
 
-from ._breaker import CircuitBreaker, Listener, Permit
+from ._breaker import CircuitBreaker, Listener, Permit, add_global_observer
 from ._categories import ErrorCategory, Outcome, classify, register_category
 from ._clock import Clock, SystemClock
 from ._config import CircuitConfig, CircuitState
-from ._context import degradation_scope, is_degraded, mark_degraded
+from ._context import Degradation, degradation_scope, is_degraded, mark_degraded
+from ._decorators._bulkhead import Bulkhead, bulkhead
+from ._decorators._chain import chain
 from ._decorators._circuit import circuit
+from ._decorators._fallback import MISSING, fallback
+from ._decorators._retry import retry
+from ._decorators._timeout import timeout
 from ._errors import (
     BulkheadFullError,
     CallTimeoutError,
@@ -24,6 +29,7 @@ from ._store import LocalStore, StateStore
 __version__ = "0.1.0.dev0"
 
 __all__ = (
+    "Bulkhead",
     "BulkheadFullError",
     "CallTimeoutError",
     "ChainExhaustedError",
@@ -33,9 +39,11 @@ __all__ = (
     "CircuitOpenError",
     "CircuitState",
     "Clock",
+    "Degradation",
     "ErrorCategory",
     "Listener",
     "LocalStore",
+    "MISSING",
     "Outcome",
     "Permit",
     "Registry",
@@ -44,11 +52,17 @@ __all__ = (
     "SystemClock",
     "Transition",
     "__version__",
+    "add_global_observer",
+    "bulkhead",
+    "chain",
     "circuit",
     "classify",
     "degradation_scope",
+    "fallback",
     "is_degraded",
     "mark_degraded",
     "register_category",
     "registry",
+    "retry",
+    "timeout",
 )
