@@ -33,7 +33,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings  # type: ignore[import-untyped]
@@ -42,7 +42,7 @@ from django.urls import Resolver404, resolve  # type: ignore[import-untyped]
 from django.utils.module_loading import import_string  # type: ignore[import-untyped]
 
 import resilience
-from resilience import CircuitConfig, Permit, Registry, degradation_scope
+from resilience import CircuitConfig, Degradation, Permit, Registry, degradation_scope
 
 from .asgi import (
     Rejection,
@@ -63,14 +63,6 @@ __all__ = ("ResilienceMiddleware",)
 _KEYS = frozenset(
     {"REGISTRY", "STATUS_PATH", "STATUS_GUARD", "ROUTE_BREAKERS", "NAME_FOR", "PROBLEM_TYPE"}
 )
-
-
-class _Holder(Protocol):
-    """What ``degradation_scope()`` yields: truthy once something degraded."""
-
-    reasons: list[str]
-
-    def __bool__(self) -> bool: ...
 
 
 # Request attributes the middleware keeps between its hooks.
@@ -184,7 +176,7 @@ class ResilienceMiddleware:
         return permit
 
     def _after(
-        self, request: HttpRequest, response: Any, holder: _Holder, permit: Permit | None
+        self, request: HttpRequest, response: Any, holder: Degradation, permit: Permit | None
     ) -> Any:
         if holder and not response.has_header("X-Degraded"):
             response["X-Degraded"] = _degraded_value(holder.reasons)
