@@ -1,0 +1,50 @@
+"""Predicates for people who use tenacity directly.
+
+``@resilience.retry`` already uses this rule; with tenacity's own API::
+
+    import tenacity
+    from resilience.integrations.tenacity import retry_if_transient
+
+    @tenacity.retry(retry=retry_if_transient, stop=tenacity.stop_after_attempt(3),
+                    wait=tenacity.wait_random_exponential(multiplier=0.1, max=5.0))
+    async def fetch_orders(customer_id: int) -> list[Order]: ...
+
+Transient: connection, timeout and resource errors (as ``resilience.classify``
+sees them) and per-transaction database errors (SQLSTATE 40001 serialization
+failure, 40P01 deadlock). Never transient: ``CircuitOpenError`` and
+``BulkheadFullError`` (the library shedding load; a retry defeats it),
+authentication and query errors (they fail the same way every time), other
+database and unknown errors, and cancellation.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import tenacity
+
+from resilience import BulkheadFullError, CircuitOpenError, ErrorCategory, classify
+from resilience._categories import TRANSACTION_SQLSTATES
+
+__all__ = ("is_transient", "retry_if_transient")
+
+_TRANSIENT: Final = frozenset(
+    {ErrorCategory.CONNECTION_ERROR, ErrorCategory.TIMEOUT_ERROR, ErrorCategory.RESOURCE_ERROR}
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying (the rule of ``@resilience.retry``)."""
+    if not isinstance(exc, Exception) or isinstance(exc, CircuitOpenError | BulkheadFullError):
+        return False
+    category = classify(exc)
+    if category in _TRANSIENT:
+        return True
+    return (
+        category is ErrorCategory.DATABASE_ERROR
+        and getattr(exc, "sqlstate", None) in TRANSACTION_SQLSTATES
+    )
+
+
+retry_if_transient: Final = tenacity.retry_if_exception(is_transient)
+"""A tenacity retry strategy: retry when the attempt raised a transient error."""
