@@ -36,7 +36,6 @@ from resilience import (
     CircuitBreaker,
     CircuitConfig,
     CircuitOpenError,
-    CircuitState,
     Registry,
     degradation_scope,
 )
@@ -243,12 +242,6 @@ def _route_breaker(registry: Registry, name: str, config: CircuitConfig) -> Circ
         return registry[name]
 
 
-def _open_error(breaker: CircuitBreaker) -> CircuitOpenError:
-    """The error a rejected route answers with (``try_acquire`` raises none)."""
-    status = breaker.status()
-    return CircuitOpenError(breaker.name, CircuitState(status["state"]), status["retry_after"])
-
-
 # -- route templates ------------------------------------------------------------
 
 
@@ -421,9 +414,10 @@ class ResilienceMiddleware:
             name = self._route_name(scope)
             if name is not None:
                 breaker = _route_breaker(self.registry, name, self.route_config)
-                permit = breaker.try_acquire()
-                if permit is None:
-                    await self._reject(_open_error(breaker), send)
+                try:
+                    permit = breaker.acquire()
+                except CircuitOpenError as refused:
+                    await self._reject(refused, send)
                     return
 
         exchange = _Exchange()

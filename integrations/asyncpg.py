@@ -661,14 +661,10 @@ class ResilientPool:
                 waiter.set_exception(self._open_error())
 
     def _open_error(self) -> CircuitOpenError:
-        status = self._breaker.status()
-        category = status["last_failure_category"]
-        return CircuitOpenError(
-            self._breaker.name,
-            CircuitState(status["state"]),
-            status["retry_after"],
-            ErrorCategory(category) if category else None,
-        )
+        error = self._breaker.rejection()
+        if error is None:  # it moved on since it opened: report the opening anyway
+            error = CircuitOpenError(self._breaker.name, CircuitState.OPEN, 0.0)
+        return error
 
     # -- guarded work ----------------------------------------------------------
 
@@ -866,9 +862,7 @@ class _AcquireContext(contextlib.AbstractAsyncContextManager[Any]):
         if self._permit is not None:
             raise RuntimeError("this acquire() context is already in use")
         owner = self._owner
-        permit = owner._breaker.try_acquire()
-        if permit is None:
-            raise owner._open_error()
+        permit = owner._breaker.acquire()
         try:
             pool = await owner._slot()
             try:

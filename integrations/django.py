@@ -42,7 +42,14 @@ from django.urls import Resolver404, resolve  # type: ignore[import-untyped]
 from django.utils.module_loading import import_string  # type: ignore[import-untyped]
 
 import resilience
-from resilience import CircuitConfig, Degradation, Permit, Registry, degradation_scope
+from resilience import (
+    CircuitConfig,
+    CircuitOpenError,
+    Degradation,
+    Permit,
+    Registry,
+    degradation_scope,
+)
 
 from .asgi import (
     Rejection,
@@ -52,7 +59,6 @@ from .asgi import (
     _degraded_value,
     _find_rejection,
     _notify_rejection,
-    _open_error,
     _problem,
     _route_breaker,
     _status_body,
@@ -168,12 +174,11 @@ class ResilienceMiddleware:
         if name is None:
             return None
         breaker = _route_breaker(self.registry, name, self.route_config)
-        permit = breaker.try_acquire()
-        if permit is None:
-            rejection = _open_error(breaker)
+        try:
+            return breaker.acquire()
+        except CircuitOpenError as rejection:
             _notify_rejection(rejection)
             return self._problem_response(rejection)
-        return permit
 
     def _after(
         self, request: HttpRequest, response: Any, holder: Degradation, permit: Permit | None

@@ -23,27 +23,9 @@ from typing import Final
 
 import tenacity
 
-from resilience import BulkheadFullError, CircuitOpenError, ErrorCategory, classify
-from resilience._categories import TRANSACTION_SQLSTATES
+from resilience import is_transient
 
 __all__ = ("is_transient", "retry_if_transient")
-
-_TRANSIENT: Final = frozenset(
-    {ErrorCategory.CONNECTION_ERROR, ErrorCategory.TIMEOUT_ERROR, ErrorCategory.RESOURCE_ERROR}
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` is worth retrying (the rule of ``@resilience.retry``)."""
-    if not isinstance(exc, Exception) or isinstance(exc, CircuitOpenError | BulkheadFullError):
-        return False
-    category = classify(exc)
-    if category in _TRANSIENT:
-        return True
-    return (
-        category is ErrorCategory.DATABASE_ERROR
-        and getattr(exc, "sqlstate", None) in TRANSACTION_SQLSTATES
-    )
 
 
 retry_if_transient: Final = tenacity.retry_if_exception(is_transient)

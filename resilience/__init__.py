@@ -4,7 +4,7 @@ The package root only re-exports; see the private modules for the code.
 """
 
 from ._breaker import CircuitBreaker, Listener, Permit, add_global_observer
-from ._categories import ErrorCategory, Outcome, classify, register_category
+from ._categories import ErrorCategory, Outcome, classify, is_transient, register_category
 from ._clock import Clock, SystemClock
 from ._config import CircuitConfig, CircuitState
 from ._context import Degradation, degradation_scope, is_degraded, mark_degraded
@@ -60,6 +60,7 @@ __all__ = (
     "degradation_scope",
     "fallback",
     "is_degraded",
+    "is_transient",
     "mark_degraded",
     "register_category",
     "registry",

@@ -285,6 +285,35 @@ class CircuitBreaker:
 
         return guard(fn, self)
 
+    def acquire(self) -> Permit:
+        """Admit a call or raise: a :class:`Permit` to settle exactly once.
+
+        Raises:
+            CircuitOpenError: the breaker rejected the call (a fresh error).
+        """
+        gen = self._admit()
+        return Permit(self, gen, self._now())
+
+    def rejection(self) -> CircuitOpenError | None:
+        """The error a call would be rejected with now, or ``None`` if it would
+        be admitted. Admits nothing and counts nothing (a due OPEN -> HALF_OPEN
+        move is applied, as on any read)."""
+        with self._lock:
+            m = self._m
+            now = self._now()
+            error = (
+                None
+                if m.would_admit(now)
+                else CircuitOpenError(
+                    self._name, m.state, m.retry_after(now), m.last_failure_category
+                )
+            )
+            pending = m.pending
+            m.pending = None
+        if pending:
+            self._deliver(pending)
+        return error
+
     def try_acquire(self) -> Permit | None:
         """Admit a call without raising: a :class:`Permit`, or ``None`` if rejected.
 

@@ -31,6 +31,7 @@ __all__ = (
     "Judge",
     "Outcome",
     "classify",
+    "is_transient",
     "judge_for",
     "outcome_of",
     "register_category",
@@ -292,6 +293,33 @@ def judge_for(config: object, classifier: Callable[[BaseException], ErrorCategor
         if len(_judges) < 1024:  # bounded: unusual settings simply get their own
             _judges[key] = judge
     return judge
+
+
+_TRANSIENT_CATEGORIES: Final = frozenset(
+    {ErrorCategory.CONNECTION_ERROR, ErrorCategory.TIMEOUT_ERROR, ErrorCategory.RESOURCE_ERROR}
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying: the default rule of ``@retry``.
+
+    True for connection, timeout and resource errors (``classify``) and for
+    per-transaction database errors (SQLSTATE 40001 serialization failure,
+    40P01 deadlock). False for everything else: ``CircuitOpenError`` and
+    ``BulkheadFullError`` (the library shedding load; retrying defeats it),
+    authentication and query errors (they fail the same way every time),
+    other database and unknown errors, and anything not an ``Exception``
+    (cancellation included).
+    """
+    if not isinstance(exc, Exception) or isinstance(exc, _rejections()):
+        return False
+    category = classify(exc)
+    if category in _TRANSIENT_CATEGORIES:
+        return True
+    return (
+        category is ErrorCategory.DATABASE_ERROR
+        and getattr(exc, "sqlstate", None) in TRANSACTION_SQLSTATES
+    )
 
 
 def outcome_of(exc: BaseException) -> Outcome:

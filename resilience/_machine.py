@@ -207,6 +207,13 @@ class Machine:
             return None
         return 0.0
 
+    def would_admit(self, now: float) -> bool:
+        """Whether :meth:`admit` would admit a call at ``now`` (admits nothing)."""
+        s = self.current_state(now)
+        if s is _HALF_OPEN:
+            return self.half_open_inflight < self.half_open_max
+        return s is _CLOSED or s is _METRICS_ONLY or s is _DISABLED
+
     def current_state(self, now: float) -> CircuitState:
         """The state at ``now``, after any lazy transition that is due."""
         s = self.state

@@ -19,7 +19,6 @@ from typing import Any, Concatenate, Final, ParamSpec, TypeVar, overload
 import wrapt
 
 from .._breaker import CircuitBreaker
-from .._categories import ErrorCategory
 from .._config import CircuitState
 from .._errors import ChainExhaustedError, CircuitOpenError
 from ._common import (
@@ -42,21 +41,12 @@ _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_O
 
 
 def _open_rejection(resource: Any) -> CircuitOpenError | None:
-    """The ``CircuitOpenError`` for a resource whose breaker is open, else ``None``."""
+    """The ``CircuitOpenError`` for a resource whose breaker would reject a call
+    now (open, forced open, or half-open with every probe permit taken)."""
     breaker = getattr(resource, "circuit_breaker", None)
     if not isinstance(breaker, CircuitBreaker):
         return None
-    state = breaker.state  # applies a due OPEN -> HALF_OPEN move: a probe is then tried
-    if state not in _OPEN_STATES:
-        return None
-    status = breaker.status()
-    category = status.get("last_failure_category")
-    return CircuitOpenError(
-        breaker.name,
-        state,
-        status.get("retry_after") if state is CircuitState.OPEN else None,
-        ErrorCategory(category) if category else None,
-    )
+    return breaker.rejection()
 
 
 def _exhausted(name: str, errors: list[Exception]) -> ChainExhaustedError:

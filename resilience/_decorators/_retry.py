@@ -19,9 +19,8 @@ from typing import Any, Final, ParamSpec, TypeVar, overload
 import tenacity
 import wrapt
 
-from .._categories import TRANSACTION_SQLSTATES, ErrorCategory, classify
+from .._categories import is_transient
 from .._clock import SYSTEM_CLOCK, Clock
-from .._errors import BulkheadFullError, CircuitOpenError
 from ._common import (
     fast_wrapper_class,
     is_async_callable,
@@ -31,43 +30,17 @@ from ._common import (
     reject_generators,
 )
 
-__all__ = ("DEFAULT_WAIT", "is_transient", "retry")
+__all__ = ("DEFAULT_WAIT", "retry")
 
 logger = logging.getLogger("resilience")
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_TRANSIENT_CATEGORIES: Final = frozenset(
-    {ErrorCategory.CONNECTION_ERROR, ErrorCategory.TIMEOUT_ERROR, ErrorCategory.RESOURCE_ERROR}
-)
-
 DEFAULT_WAIT: Final = tenacity.wait_random_exponential(multiplier=0.1, max=5.0)
 """Full-jitter exponential backoff: before retry n (n = 1, 2, ...), a wait
 drawn uniformly from [0, min(5.0, 0.1 * 2 ** (n - 1))] seconds, so a fleet
 retrying the same outage spreads out instead of stampeding in step."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` is worth retrying: the default rule of ``@retry``.
-
-    True for connection, timeout and resource errors (``classify``) and for
-    per-transaction database errors (SQLSTATE 40001 serialization failure,
-    40P01 deadlock). False for everything else: ``CircuitOpenError`` and
-    ``BulkheadFullError`` (the library shedding load; retrying defeats it),
-    authentication and query errors (they fail the same way every time),
-    other database and unknown errors, and anything not an ``Exception``
-    (cancellation included).
-    """
-    if not isinstance(exc, Exception) or isinstance(exc, CircuitOpenError | BulkheadFullError):
-        return False
-    category = classify(exc)
-    if category in _TRANSIENT_CATEGORIES:
-        return True
-    return (
-        category is ErrorCategory.DATABASE_ERROR
-        and getattr(exc, "sqlstate", None) in TRANSACTION_SQLSTATES
-    )
 
 
 class _Retry:

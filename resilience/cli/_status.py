@@ -1,6 +1,7 @@
 """``resilience status URL``: the circuits of a running app, as a table.
 
-Needs only the standard library; uses rich for colour when it is installed.
+Needs only the standard library; in a terminal it uses rich for colour when
+rich is installed.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def _number(value: Any, fmt: str) -> str:
 
 def format_rows(circuits: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
     """One row of strings per circuit, in :data:`COLUMNS` order."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for c in circuits:
         retry_after = c.get("retry_after")
         rows.append(
@@ -128,6 +129,8 @@ def run_status(
         out.write(f"no circuits at {url}\n")
         return 0
     rows = format_rows(circuits)
-    if not _rich_table(url, rows, out):
+    # rich in a terminal (colours, fitted to its width); plain text elsewhere,
+    # never truncated, for pipes and scripts.
+    if not (out.isatty() and _rich_table(url, rows, out)):
         _plain_table(rows, out)
     return 0

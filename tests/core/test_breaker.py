@@ -720,3 +720,34 @@ async def test_down_helper_raises_connection_errors() -> None:
     """The test double's failure is a ConnectionError (sanity of the fixture)."""
     with pytest.raises(ConnectionError):
         await down()
+
+
+async def test_acquire_returns_a_permit_or_raises_a_fresh_rejection(make: Make) -> None:
+    """acquire() is the raising twin of try_acquire()."""
+    b = make(failure_threshold=1)
+    b.acquire().failure(Down())
+    with pytest.raises(CircuitOpenError) as first:
+        b.acquire()
+    with pytest.raises(CircuitOpenError) as second:
+        b.acquire()
+    assert first.value is not second.value
+    assert b.metrics()["rejected_calls"] == 2
+
+
+async def test_rejection_peeks_without_admitting_or_counting(
+    make: Make, fake_clock: FakeClock
+) -> None:
+    """rejection() says what a call would get now, and changes nothing."""
+    b = make(failure_threshold=1, recovery_timeout=10, success_threshold=1)
+    assert b.rejection() is None
+    await fail(b)
+    fake_clock.advance(4)
+    error = b.rejection()
+    assert error is not None and error.retry_after == pytest.approx(6.0)
+    assert b.metrics()["rejected_calls"] == 0
+    fake_clock.advance(6)
+    assert b.rejection() is None  # half-open with a free permit
+    held = b.acquire()
+    assert b.rejection() is not None  # every permit taken
+    held.success()
+    assert b.state is CircuitState.CLOSED
