@@ -13,6 +13,7 @@ import importlib.util
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,8 @@ def run_demo(args: argparse.Namespace) -> int:
         return 128 + signal.SIGTERM
     except Exception as exc:
         view.close()
+        if not isinstance(exc, RuntimeError | OSError):
+            traceback.print_exc()  # a bug: show where
         print(f"resilience demo: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:

@@ -122,7 +122,10 @@ async def _maybe_await(value: Any) -> Any:
 async def connect_database(dsn: str | None) -> AsyncIterator[Database]:
     """The server at ``dsn``, or a throwaway one started (and stopped) here."""
     if dsn is not None:
-        host, port = dsn_host_port(dsn)
+        try:
+            host, port = dsn_host_port(dsn)
+        except ValueError as exc:
+            raise RuntimeError(f"--dsn: {exc}") from None
         await _check_reachable(dsn)
         yield Database(dsn, host, port, throwaway=False)
         return
