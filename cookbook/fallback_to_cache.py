@@ -1,166 +1,137 @@
-"""Seed guide, "Common Patterns: Fallback to Cache".
+"""Seed guide, "Common Patterns: Fallback to Cache", on a real PostgreSQL and Redis.
 
-The guide's block, as written (only its imports adapted), then the same
-pattern in three lines with ``@fallback``: every good answer is written
-through to the cache, and while the database is down (or its circuit open)
-the last good answer is served, marked degraded.
+The guide's block (imports adapted) reads a user through the pool and, when the
+database is unavailable, answers from Redis (``user:{id}``, JSON). The guide
+says "fall back", but its code catches only ``CircuitBreakerOpenError``, so the
+failures that open the circuit would reach the caller: here it catches those
+too (marked). Then the same with ``@fallback(cache)``, which also writes good
+answers through to Redis and marks served ones degraded. A FaultProxy cuts the
+database until the circuit opens (2 failures; 300 s recovery keeps it open).
 
-The database is an in-memory stand-in with the pool's interface
-(``execute_query`` through a real ``CircuitBreaker``) that raises
-``ConnectionError`` while "down"; the cache is aiocache's in-process cache
-(``redis_cache(url)`` for a fleet). No network, no sleeps beyond 0.3 s.
-
-Run: ``python cookbook/fallback_to_cache.py``
+Run: ``python cookbook/fallback_to_cache.py`` (``RESILIENCE_PG_DSN``, ``RESILIENCE_REDIS_URL``)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
-from resilience import (
-    CircuitBreaker,
-    CircuitBreakerOpenError,
-    circuit,
-    degradation_scope,
-    fallback,
-    is_degraded,
-)
-from resilience.integrations.aiocache import memory_cache
+import asyncpg
+from redis.asyncio import Redis
 
-USERS = {1: {"id": 1, "name": "Ada"}, 2: {"id": 2, "name": "Grace"}}
+from resilience import CircuitBreakerOpenError, degradation_scope, fallback, is_degraded
+from resilience.integrations.aiocache import redis_cache
+from resilience.integrations.asyncpg import WorkflowConnectionPool
+from resilience.testing import FaultProxy
 
-
-class InMemoryDatabase:
-    """A users table that raises ``ConnectionError`` while ``down``."""
-
-    def __init__(self) -> None:
-        self.down = False
-
-    async def execute_query(self, query: dict[str, Any]) -> list[dict[str, Any]]:
-        await asyncio.sleep(0)
-        if self.down:
-            raise ConnectionError("connection refused")
-        user = USERS.get(query["parameters"][0])
-        return [user] if user else []
-
-
-class InMemoryPool(InMemoryDatabase):
-    """Stands in for ``WorkflowConnectionPool``: every query goes through its breaker."""
-
-    def __init__(self, name: str, **settings: Any) -> None:
-        super().__init__()
-        self.circuit_breaker = CircuitBreaker(name, **settings)
-
-    async def execute_query(self, query: dict[str, Any]) -> list[dict[str, Any]]:
-        return await self.circuit_breaker.call(super().execute_query, query)
-
-
-class InMemoryRedis:
-    """Stands in for the guide's ``redis`` client (async ``get``/``set`` of strings)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-
-    async def get(self, key: str) -> str | None:
-        return self.data.get(key)
-
-    async def set(self, key: str, value: str) -> None:
-        self.data[key] = value
+DSN = os.environ.get("RESILIENCE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+PG = urlsplit(DSN)
+REDIS_URL = os.environ.get("RESILIENCE_REDIS_URL", "redis://127.0.0.1:6379/0")
+SCHEMA = f"cookbook_{uuid.uuid4().hex[:12]}"  # a private users table, dropped at the end
 
 
 class ServiceUnavailableError(Exception):
-    """The guide's error when nothing can be served."""
+    """The guide's error when neither the database nor the cache can answer."""
 
 
-pool = InMemoryPool("users-db", failure_threshold=3, recovery_timeout=0.3)
-redis = InMemoryRedis()
-
-
-# -- the guide's block (only the imports above are adapted) ---------------------
-async def get_user_data(user_id):  # type: ignore[no-untyped-def]
+async def outage(get_user: Any, proxy: FaultProxy, pool: WorkflowConnectionPool) -> type:
+    """Cut the database; user 1 (read while it was up) is still served, user 3 is not."""
+    proxy.refuse()
+    print("-- the database stops accepting connections --")
+    for attempt in (1, 2, 3):
+        with degradation_scope():
+            rows = await get_user(1)
+            state = pool.circuit_breaker.state.value
+            print(f"attempt {attempt}:    {rows} degraded={is_degraded()} (circuit {state})")
+            assert rows == [{"id": 1, "name": "Ada"}]
+    assert state == "open"
     try:
-        # Try database first
-        return await pool.execute_query({
-            "query": "SELECT * FROM users WHERE id = $1",
-            "parameters": [user_id]
-        })  # fmt: skip
-    except CircuitBreakerOpenError:
-        # Fallback to cache
-        cached = await redis.get(f"user:{user_id}")
-        if cached:
-            return json.loads(cached)
-        raise ServiceUnavailableError("Database unavailable")  # noqa: B904 - as the guide wrote it
+        await get_user(3)
+    except Exception as exc:
+        print(f"user 3 (never cached): {type(exc).__name__}: {exc}")
+        return type(exc)
+    raise AssertionError("user 3 was never cached")
 
 
-# -- the same pattern with @fallback --------------------------------------------
-db = InMemoryDatabase()
-cache = memory_cache()  # redis_cache("redis://cache:6379/0") for a fleet
+async def guide_version(proxy: FaultProxy, pool: WorkflowConnectionPool, redis: Redis) -> None:
+    # -- the guide's block ----------------------------------------------------
+    async def get_user_data(user_id):  # type: ignore[no-untyped-def]
+        try:
+            # Try database first
+            return await pool.execute_query({
+                "query": "SELECT * FROM users WHERE id = $1",
+                "parameters": [user_id]
+            })  # fmt: skip
+        # The guide: `except CircuitBreakerOpenError:`; also the failures that open it.
+        except (CircuitBreakerOpenError, OSError, asyncpg.PostgresConnectionError):
+            # Fallback to cache
+            cached = await redis.get(f"user:{user_id}")
+            if cached:
+                return json.loads(cached)
+            raise ServiceUnavailableError("Database unavailable")  # noqa: B904 - as written
 
+    # -------------------------------------------------------------------------
 
-@fallback(cache, ttl=300)  # serve the last good answer for up to 5 minutes
-@circuit("users-db-decorated", failure_threshold=3, recovery_timeout=0.3)
-async def get_user(user_id: int) -> list[dict[str, Any]]:
-    return await db.execute_query(
-        {"query": "SELECT * FROM users WHERE id = $1", "parameters": [user_id]}
-    )
-
-
-async def guide_version() -> None:
     print("== the guide's try/except ==")
     for user_id in (1, 2):
         rows = await get_user_data(user_id)
-        await redis.set(f"user:{user_id}", json.dumps(rows))  # the guide fills its cache elsewhere
-        print(f"database up:     user {user_id} -> {rows}")
-    pool.down = True
-    print("-- the database goes down --")
-    for attempt in range(1, 6):
-        try:
-            print(f"attempt {attempt}:      -> {await get_user_data(1)} (from the cache)")
-        except CircuitBreakerOpenError:
-            raise
-        except ConnectionError:
-            # The guide only falls back once the circuit is open: the first
-            # failures reach the caller.
-            print(f"attempt {attempt}:      ConnectionError (circuit still closed)")
-    try:
-        await get_user_data(3)
-    except ServiceUnavailableError as exc:
-        print(f"user 3 (never cached): {type(exc).__name__}: {exc}")
+        await redis.set(f"user:{user_id}", json.dumps(rows), ex=300)  # filled "elsewhere"
+        print(f"database up:  user {user_id} -> {rows} (cached in Redis)")
+    assert await outage(get_user_data, proxy, pool) is ServiceUnavailableError
+    metrics = pool.get_circuit_breaker_metrics()  # once open, no more connects
+    assert (metrics["failed_calls"], metrics["rejected_calls"]) == (2, 2), metrics
 
 
-async def decorated_version() -> None:
-    print("\n== @fallback(cache) over @circuit ==")
-    users_db = get_user.breaker  # type: ignore[attr-defined]
+async def library_version(proxy: FaultProxy, pool: WorkflowConnectionPool, cache: Any) -> None:
+    print("\n== @fallback(cache) ==")
+    proxy.pass_through()
+    pool.circuit_breaker.reset()  # a fresh start: the database is back, the circuit closed
+
+    @fallback(cache, ttl=300)  # write good answers through; serve them when the database fails
+    async def get_user(user_id: int) -> list[dict[str, Any]]:
+        query = {"query": "SELECT * FROM users WHERE id = $1", "parameters": [user_id]}
+        return await pool.execute_query(query)  # type: ignore[no-any-return]
+
     for user_id in (1, 2):
-        print(f"database up:     user {user_id} -> {await get_user(user_id)}")
-    db.down = True
-    print("-- the database goes down --")
-    for attempt in range(1, 6):
-        with degradation_scope():
-            rows = await get_user(1)
-            print(
-                f"attempt {attempt}:      -> {rows} (degraded={is_degraded()}, "
-                f"circuit {users_db.state.value})"
-            )
-    try:
-        await get_user(3)
-    except CircuitBreakerOpenError as exc:
-        print(f"user 3 (never cached): the original error: {exc}")
-    db.down = False
-    print("-- the database is back; after the recovery timeout a probe closes the circuit --")
-    await asyncio.sleep(0.35)
-    for _ in range(3):  # success_threshold probes
-        with degradation_scope():
-            rows = await get_user(1)
-    print(f"recovered:       -> {rows} (degraded={is_degraded()}, circuit {users_db.state.value})")
-    assert users_db.state.value == "closed"
+        print(f"database up:  user {user_id} -> {await get_user(user_id)} (written through)")
+    # Degraded from the first failure; with nothing cached, the original error.
+    assert await outage(get_user, proxy, pool) is CircuitBreakerOpenError
 
 
 async def main() -> None:
-    await guide_version()
-    await decorated_version()
+    admin = await asyncpg.connect(DSN)
+    await admin.execute(
+        f"CREATE SCHEMA {SCHEMA}; CREATE TABLE {SCHEMA}.users (id int PRIMARY KEY, name text);"
+        f"INSERT INTO {SCHEMA}.users VALUES (1, 'Ada'), (2, 'Grace')"
+    )
+    redis = Redis.from_url(REDIS_URL)
+    cache = redis_cache(REDIS_URL, namespace=SCHEMA)
+    try:
+        async with (
+            FaultProxy(PG.hostname or "127.0.0.1", PG.port or 5432) as proxy,
+            WorkflowConnectionPool(
+                DSN,
+                host=proxy.host,  # through the proxy, so the recipe can cut it
+                port=proxy.port,
+                name=f"users-{SCHEMA}",
+                circuit_breaker_failure_threshold=2,
+                circuit_breaker_recovery_timeout=300,
+                connect_timeout=0.5,
+                pool_kwargs={"server_settings": {"search_path": SCHEMA}},
+            ) as pool,
+        ):
+            await guide_version(proxy, pool, redis)
+            await library_version(proxy, pool, cache)
+    finally:
+        await redis.delete("user:1", "user:2", *await redis.keys(f"{SCHEMA}*"))
+        await redis.aclose()
+        await cache.close()
+        await admin.execute(f"DROP SCHEMA {SCHEMA} CASCADE")
+        await admin.close()
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import copy
 import enum
 import logging
 import re
@@ -67,6 +66,7 @@ from resilience import (
     ResilienceError,
     register_category,
 )
+from resilience._errors import fresh_copy  # one copy of the rule, shared with the core
 
 __all__ = (
     "PoolExhaustedError",
@@ -519,7 +519,7 @@ class ResilientPool:
                 raise
             # Every caller that waited on the same attempt fails with an error
             # of its own: one shared object would collect everyone's traceback.
-            raise _fresh_copy(exc) from None
+            raise fresh_copy(exc) from None
 
     async def _create(self) -> asyncpg.Pool:
         logger.debug("pool %r: creating the asyncpg pool for %s", self._name, self._display)
@@ -905,17 +905,3 @@ class _AcquireContext(contextlib.AbstractAsyncContextManager[Any]):
                 permit.success()
             else:
                 permit.failure(judged)
-
-
-def _fresh_copy(exc: Exception) -> Exception:
-    """A new exception like ``exc`` (same type and attributes, no traceback)."""
-    try:
-        clone = copy.copy(exc)
-    except Exception:
-        return exc.with_traceback(None)
-    if type(clone) is not type(exc):
-        return exc.with_traceback(None)
-    clone.__traceback__ = None
-    clone.__cause__ = exc.__cause__
-    clone.__context__ = None
-    return clone

@@ -17,6 +17,7 @@ the library never wraps or replaces them.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "BulkheadFullError",
+    "fresh_copy",
     "CallTimeoutError",
     "ChainExhaustedError",
     "CircuitBreakerOpenError",
@@ -139,3 +141,19 @@ class ChainExhaustedError(ExceptionGroup[Exception], ResilienceError):
 
     def derive(self, excs: Sequence[Exception]) -> ChainExhaustedError:  # type: ignore[override]
         return ChainExhaustedError(self.message, excs)
+
+
+def fresh_copy(exc: Exception) -> Exception:
+    """A new exception like ``exc`` (same type, arguments and attributes; no
+    traceback), for handing one failure to many waiters: re-raising a single
+    object from many tasks makes their tracebacks pile up on it."""
+    try:
+        clone = copy.copy(exc)
+    except Exception:
+        return exc.with_traceback(None)
+    if type(clone) is not type(exc):
+        return exc.with_traceback(None)
+    clone.__traceback__ = None
+    clone.__cause__ = exc.__cause__
+    clone.__context__ = None
+    return clone
