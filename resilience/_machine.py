@@ -279,9 +279,12 @@ class Machine:
             self.consecutive_failures = 0
             w = self.window
             w.record(False, slow, now)
-            if slow or w.failures:
+            if w.failures or w.slow:
+                # The ring holds a non-zero slot, and a success can still trip:
+                # it may bring the window up to minimum_calls.
+                self.window_settled = False
                 self._after_record(now)
-            elif isinstance(w, CountWindow) and w.calls == w.size and not w.slow:
+            elif isinstance(w, CountWindow) and w.calls == w.size:
                 self.window_settled = True
         elif s is _HALF_OPEN:
             if now >= self.half_open_until:
@@ -426,7 +429,7 @@ class Machine:
             else:
                 return
             steps += 1
-            if steps == _MAX_CATCH_UP and self.state is _OPEN:
+            if steps >= _MAX_CATCH_UP and self.state is _OPEN:
                 # Fold whole idle OPEN/HALF_OPEN cycles (at the current open
                 # period) instead of replaying each one.
                 assert self.half_open_timeout is not None

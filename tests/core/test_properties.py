@@ -191,3 +191,43 @@ async def test_idle_outage_with_half_open_timeout_catches_up_in_bounded_work() -
     state = b.state
     assert state in (CircuitState.OPEN, CircuitState.HALF_OPEN)
     assert b.metrics()["open_count"] > 4_000_000
+
+
+async def test_a_slow_success_in_a_full_clean_window_is_evicted_in_turn() -> None:
+    """The count window's fast path stays exact around slow calls (review finding)."""
+    clock = FakeClock()
+    b = CircuitBreaker("slow-evict", clock=clock, window_size=10, minimum_calls=10,
+                       slow_call_duration=1.0, slow_call_rate=0.5, failure_threshold=100,
+                       error_rate=None)  # fmt: skip
+
+    def fast() -> int:
+        return 1
+
+    def slow() -> int:
+        clock.advance(2.0)
+        return 1
+
+    for _ in range(10):
+        b.call_sync(fast)
+    for _ in range(6):
+        b.call_sync(slow)
+        for _ in range(9):
+            b.call_sync(fast)
+        assert b.status()["slow_call_rate"] == pytest.approx(0.1)
+    assert b.state is CircuitState.CLOSED
+
+
+async def test_idle_catch_up_from_half_open_is_folded_too() -> None:
+    """Starting the idle period in HALF_OPEN does not replay every cycle."""
+    clock = FakeClock()
+    b = CircuitBreaker("idle-ho", clock=clock, failure_threshold=1, recovery_timeout=1,
+                       half_open_timeout=1)  # fmt: skip
+    await fail(b)
+    clock.advance(1)
+    assert b.state is CircuitState.HALF_OPEN
+    calls = []
+    b.add_listener(lambda old, new, reason: calls.append(new))
+    clock.advance(200_000)
+    b.state  # noqa: B018 - the read applies the lazy transitions
+    assert len(calls) <= 2 * 64 + 2
+    assert b.metrics()["open_count"] > 90_000

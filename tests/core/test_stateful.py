@@ -14,20 +14,17 @@ from resilience.testing import FakeClock
 RECOVERY = 10.0
 BACKOFF = 2.0
 CAP = 40.0
+SLOW = 1.0  # slow_call_duration
 
 
 class Model:
     """The rules of DESIGN.md, written as plainly as possible."""
 
     def __init__(self, threshold: int, rate: float | None, size: int, minimum: int,
-                 successes: int) -> None:  # fmt: skip
-        self.threshold, self.rate, self.minimum, self.successes = (
-            threshold,
-            rate,
-            minimum,
-            successes,
-        )
-        self.window: deque[bool] = deque(maxlen=size)
+                 successes: int, slow_rate: float) -> None:  # fmt: skip
+        self.threshold, self.rate, self.minimum = threshold, rate, minimum
+        self.successes, self.slow_rate = successes, slow_rate
+        self.window: deque[tuple[bool, bool]] = deque(maxlen=size)  # (failed, slow)
         self.state = CircuitState.CLOSED
         self.gen = 0
         self.consecutive = 0
@@ -62,20 +59,26 @@ class Model:
             return self.gen
         return None
 
-    def result(self, gen: int, ok: bool, now: float) -> None:
+    def result(self, gen: int, ok: bool, slow: bool, now: float) -> None:
         if gen != self.gen:
             return
         if self.state is CircuitState.CLOSED:
             self.consecutive = 0 if ok else self.consecutive + 1
-            self.window.append(not ok)
+            self.window.append((not ok, slow))
             n = len(self.window)
+            failed = sum(f for f, _ in self.window)
+            slowed = sum(s for _, s in self.window)
             if self.consecutive >= self.threshold or (
-                self.rate is not None and n >= self.minimum and sum(self.window) / n >= self.rate
+                n >= self.minimum
+                and (
+                    (self.rate is not None and failed / n >= self.rate)
+                    or slowed / n >= self.slow_rate
+                )
             ):
                 self._open(now)
         elif self.state is CircuitState.HALF_OPEN:
             self.inflight -= 1
-            if not ok:
+            if not ok or slow:  # a probe must be fast as well as successful
                 self._open(now)
                 return
             self.half_open_ok += 1
@@ -93,7 +96,7 @@ class Down(ConnectionError):
 class BreakerVsModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.held: list[tuple[Permit, int]] = []
+        self.held: list[tuple[Permit, int, float]] = []  # permit, generation, started
 
     @initialize(
         threshold=st.integers(1, 5),
@@ -101,16 +104,18 @@ class BreakerVsModel(RuleBasedStateMachine):
         size=st.integers(2, 8),
         minimum=st.integers(1, 8),
         successes=st.integers(1, 3),
+        slow_rate=st.sampled_from([0.3, 0.5, 1.0]),
     )
     def setup(self, threshold: int, rate: float | None, size: int, minimum: int,
-              successes: int) -> None:  # fmt: skip
+              successes: int, slow_rate: float) -> None:  # fmt: skip
         self.clock = FakeClock()
         self.breaker = CircuitBreaker(
             "model", clock=self.clock, failure_threshold=threshold, error_rate=rate,
             window_size=size, minimum_calls=minimum, success_threshold=successes,
             recovery_timeout=RECOVERY, recovery_backoff=BACKOFF, max_recovery_timeout=CAP,
+            slow_call_duration=SLOW, slow_call_rate=slow_rate,
         )  # fmt: skip
-        self.model = Model(threshold, rate, size, min(minimum, size), successes)
+        self.model = Model(threshold, rate, size, min(minimum, size), successes, slow_rate)
 
     def _admit(self) -> tuple[Permit | None, int | None]:
         permit = self.breaker.try_acquire()
@@ -118,27 +123,38 @@ class BreakerVsModel(RuleBasedStateMachine):
         assert (permit is None) == (gen is None)
         return permit, gen
 
-    @rule(ok=st.booleans())
-    def call(self, ok: bool) -> None:
+    def _settle(self, permit: Permit, gen: int, ok: bool, slow: bool) -> None:
+        permit.success() if ok else permit.failure(Down())
+        self.model.result(gen, ok, slow, self.clock.monotonic())
+
+    @rule(ok=st.booleans(), slow=st.booleans())
+    def call(self, ok: bool, slow: bool) -> None:
         permit, gen = self._admit()
         if permit is not None and gen is not None:
-            permit.success() if ok else permit.failure(Down())
-            self.model.result(gen, ok, self.clock.monotonic())
+            if slow:
+                self.clock.advance(SLOW + 0.5)
+            self._settle(permit, gen, ok, slow)
+
+    @rule(n=st.integers(1, 12))
+    def fast_successes(self, n: int) -> None:
+        """Runs of plain successes: what fills a window and takes its fast path."""
+        for _ in range(n):
+            self.call(True, False)
 
     @precondition(lambda self: len(self.held) < 4)
     @rule()
     def hold(self) -> None:
         permit, gen = self._admit()
         if permit is not None and gen is not None:
-            self.held.append((permit, gen))
+            self.held.append((permit, gen, self.clock.monotonic()))
 
     @precondition(lambda self: self.held)
     @rule(ok=st.booleans(), data=st.data())
     def release(self, ok: bool, data: st.DataObject) -> None:
         i = data.draw(st.integers(0, len(self.held) - 1))
-        permit, gen = self.held.pop(i)
-        permit.success() if ok else permit.failure(Down())
-        self.model.result(gen, ok, self.clock.monotonic())
+        permit, gen, started = self.held.pop(i)
+        slow = self.clock.monotonic() - started >= SLOW
+        self._settle(permit, gen, ok, slow)
 
     @rule(seconds=st.sampled_from([0.5, 5.0, 10.0, 20.0, 40.0]))
     def advance(self, seconds: float) -> None:
@@ -154,4 +170,4 @@ class BreakerVsModel(RuleBasedStateMachine):
 
 
 TestBreakerVsModel = BreakerVsModel.TestCase
-TestBreakerVsModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestBreakerVsModel.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
