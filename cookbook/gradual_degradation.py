@@ -1,179 +1,138 @@
-"""Seed guide, "Common Patterns: Gradual Degradation".
+"""Seed guide, "Common Patterns: Gradual Degradation", on a real PostgreSQL.
 
-The guide's block, as written (only its imports adapted): full search on the
-primary, a simplified search on the backup when the primary's circuit is
-open, popular products when everything else fails. Then the same ladder in
-one line: ``chain.of`` steps down from the full search to the simplified one
-and ``@fallback`` serves popular products when both fail. Unlike the guide's
-block it also steps down on connection errors and timeouts (not only once the
-circuit is open), never hides a bad query, and marks the last-resort answer
-degraded (``resilience.is_degraded()``, an ``X-Degraded`` header in the
-middlewares).
+The guide's block (imports adapted): the full search on the primary pool, a
+simplified one on the backup pool when the primary is unavailable, popular
+products when both fail. The guide says "degrade", but its code steps down
+only on ``CircuitBreakerOpenError`` (so the failures that open the circuit
+would reach the caller) and its bare ``except:`` swallows cancellation too:
+fixed here (marked). Then the same ladder with ``@fallback`` and ``chain.of``,
+which also marks the last-resort answer degraded. Each pool goes through its
+own FaultProxy (``application_name`` tells who answered), cut one by one.
 
-The pools are in-memory stand-ins with the pool's interface
-(``execute_query`` through a real ``CircuitBreaker``) that raise
-``ConnectionError`` while "down". No network, no sleeps.
-
-Run: ``python cookbook/gradual_degradation.py``
+Run: ``python cookbook/gradual_degradation.py`` (``RESILIENCE_PG_DSN`` picks the server)
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
-from resilience import (
-    CircuitBreaker,
-    CircuitBreakerOpenError,
-    chain,
-    degradation_scope,
-    fallback,
-    is_degraded,
-    timeout,
-)
+import asyncpg
 
-PRODUCTS = [
-    {"id": 1, "name": "red kettle", "colour": "red", "popular": True},
-    {"id": 2, "name": "blue kettle", "colour": "blue", "popular": False},
-    {"id": 3, "name": "red mug", "colour": "red", "popular": True},
-]
+from resilience import CircuitBreakerOpenError, chain, degradation_scope, fallback, is_degraded
+from resilience.integrations.asyncpg import WorkflowConnectionPool
+from resilience.testing import FaultProxy
+
+DSN = os.environ.get("RESILIENCE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+PG = urlsplit(DSN)
+SCHEMA = f"cookbook_{uuid.uuid4().hex[:12]}"  # a private products table, dropped at the end
+FIELDS = "SELECT name, current_setting('application_name') AS via FROM products"
+complex_search_query = f"{FIELDS} WHERE name ILIKE '%' || $1 || '%' AND tags @> $2 ORDER BY id"
+simple_search_query = f"{FIELDS} WHERE name ILIKE '%' || $1 || '%' ORDER BY id"
 
 
-class InMemoryPool:
-    """Stands in for ``WorkflowConnectionPool``: every query goes through its breaker."""
-
-    def __init__(self, name: str, **settings: Any) -> None:
-        self.name = name
-        self.circuit_breaker = CircuitBreaker(name, **settings)
-        self.down = False
-
-    async def execute_query(self, query: dict[str, Any]) -> list[dict[str, Any]]:
-        return await self.circuit_breaker.call(self._run, query)
-
-    async def _run(self, query: dict[str, Any]) -> list[dict[str, Any]]:
-        await asyncio.sleep(0)
-        if self.down:
-            raise ConnectionError(f"{self.name}: connection refused")
-        text, *filters = query["parameters"]
-        rows = [p for p in PRODUCTS if text in str(p["name"])]
-        if filters and filters[0]:
-            rows = [p for p in rows if all(p.get(k) == v for k, v in filters[0].items())]
-        return [{"id": p["id"], "name": p["name"], "via": self.name} for p in rows]
+def get_popular_products(*search: Any) -> list[dict[str, Any]]:
+    """The last resort, no database at all (``@fallback`` passes the search's arguments)."""
+    return [{"name": "red kettle", "via": "popular"}, {"name": "red mug", "via": "popular"}]
 
 
-def get_popular_products() -> list[dict[str, Any]]:
-    """The last resort: a static list, no database at all."""
-    return [{"id": p["id"], "name": p["name"], "via": "popular"} for p in PRODUCTS if p["popular"]]
-
-
-complex_search_query = "SELECT ... FROM products WHERE name ILIKE $1 AND attrs @> $2"
-simple_search_query = "SELECT ... FROM products WHERE name ILIKE $1"
-
-pool = InMemoryPool("search-primary", failure_threshold=2)
-backup_pool = InMemoryPool("search-backup", failure_threshold=2)
-
-
-# -- the guide's block (only the imports above are adapted) ---------------------
-async def search_products(query, filters):  # type: ignore[no-untyped-def]
-    try:
-        # Full search with filters
-        return await pool.execute_query({
-            "query": complex_search_query,
-            "parameters": [query, filters]
-        })  # fmt: skip
-    except CircuitBreakerOpenError:
-        try:
-            # Simplified search
-            return await backup_pool.execute_query({
-                "query": simple_search_query,
-                "parameters": [query]
-            })  # fmt: skip
-        except:  # noqa: E722 - as the guide wrote it
-            # Return popular products
-            return get_popular_products()
-
-
-# -- the same ladder with chain.of and @fallback ----------------------------------
-primary2 = InMemoryPool("search-primary-2", failure_threshold=2)
-backup2 = InMemoryPool("search-backup-2", failure_threshold=2)
-
-
-@timeout(1.0)
-async def full_search(query: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
-    return await primary2.execute_query(
-        {"query": complex_search_query, "parameters": [query, filters]}
+def pool_through(proxy: FaultProxy, name: str) -> WorkflowConnectionPool:
+    return WorkflowConnectionPool(
+        DSN,
+        host=proxy.host,  # through the proxy, so the recipe can cut it
+        port=proxy.port,
+        name=f"{name}-{SCHEMA}",
+        circuit_breaker_failure_threshold=2,
+        circuit_breaker_recovery_timeout=300,
+        connect_timeout=0.5,
+        pool_kwargs={"server_settings": {"search_path": SCHEMA, "application_name": name}},
     )
 
 
-@timeout(1.0)
-async def simple_search(query: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
-    return await backup2.execute_query({"query": simple_search_query, "parameters": [query]})
+async def walk(search: Any, pool: WorkflowConnectionPool, *proxies: FaultProxy) -> None:
+    """Search with all up, with the primary cut (3 times), then with both cut."""
+    vias = []
+    for step in ("all up", "primary cut", "primary cut", "primary cut", "both cut"):
+        if step != "all up":
+            proxies[0].refuse()  # connections refused: the primary is down
+        if step == "both cut":
+            proxies[1].refuse()
+        with degradation_scope():
+            rows = await search("kettle", ["red"])
+            vias.append(",".join(sorted({row["via"] for row in rows})))
+            names, state = [row["name"] for row in rows], pool.circuit_breaker.state.value
+            print(f"{step:12} {names} via {vias[-1]}, degraded={is_degraded()} (primary {state})")
+    assert vias == ["primary", "backup", "backup", "backup", "popular"], vias
+    assert pool.circuit_breaker.state.value == "open"
 
 
-def popular_products(query: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
-    return get_popular_products()
-
-
-# Step down between searches; when both fail, serve popular products (degraded).
-search = fallback(popular_products)(chain.of(full_search, simple_search))
-
-
-async def show(label: str, run: Any) -> None:
-    with degradation_scope():
+async def guide_version(pool: Any, backup_pool: Any, *proxies: FaultProxy) -> None:
+    # -- the guide's block ----------------------------------------------------
+    async def search_products(query, filters):  # type: ignore[no-untyped-def]
         try:
-            rows = await run("kettle", {"colour": "red"})
-        except Exception as exc:
-            print(f"{label:34} {type(exc).__name__}: {exc}")
-            return
-        vias = sorted({str(r["via"]) for r in rows}) or ["-"]
-        print(f"{label:34} {[r['name'] for r in rows]} via {vias} degraded={is_degraded()}")
+            # Full search with filters
+            return await pool.execute_query({
+                "query": complex_search_query,
+                "parameters": [query, filters]
+            })  # fmt: skip
+        # The guide: `except CircuitBreakerOpenError:`; also the failures that open it.
+        except (CircuitBreakerOpenError, OSError, asyncpg.PostgresConnectionError):
+            try:
+                # Simplified search
+                return await backup_pool.execute_query({
+                    "query": simple_search_query,
+                    "parameters": [query]
+                })  # fmt: skip
+            except Exception:  # the guide: a bare `except:`
+                # Return popular products
+                return get_popular_products()
 
-
-async def guide_version() -> None:
+    # -------------------------------------------------------------------------
     print("== the guide's nested try/except ==")
-    await show("all up:", search_products)
-    pool.down = True
-    await show("primary down, circuit closed:", search_products)
-    await show("primary down, circuit closed:", search_products)
-    await show("primary circuit open:", search_products)
-    backup_pool.down = True
-    await show("backup down too:", search_products)
+    await walk(search_products, pool, *proxies)
 
 
-async def decorated_version() -> None:
-    print("\n== fallback(popular_products)(chain.of(full_search, simple_search)) ==")
-    await show("all up:", search)
-    primary2.down = True
-    await show("primary down:", search)
-    await show("primary down:", search)
-    await show("primary circuit open (fast):", search)
-    backup2.down = True
-    await show("backup down too:", search)
-    assert await search("kettle", {}) == get_popular_products()
+async def library_version(pool: Any, backup_pool: Any, *proxies: FaultProxy) -> None:
+    print("\n== fallback(get_popular_products)(chain.of(full_search, simple_search)) ==")
+    for proxy, each in zip(proxies, (pool, backup_pool), strict=True):
+        proxy.pass_through()  # a fresh start: both back, both circuits closed
+        each.circuit_breaker.reset()
 
-    print("\n== a bad query is a bug, never hidden ==")
-    primary2.down = backup2.down = False
-    primary2.circuit_breaker.reset()
+    async def full_search(query: str, filters: list[str]) -> Any:
+        request = {"query": complex_search_query, "parameters": [query, filters]}
+        return await pool.execute_query(request)
 
-    class BadQuery(Exception):
-        sqlstate = "42601"  # syntax_error: ignored by breakers, never a failover
+    async def simple_search(query: str, filters: list[str]) -> Any:
+        request = {"query": simple_search_query, "parameters": [query]}
+        return await backup_pool.execute_query(request)
 
-    async def broken_search(query: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
-        raise BadQuery("syntax error at or near SELEC")
-
-    await show("broken query:", fallback(popular_products)(chain.of(broken_search, simple_search)))
-
-    print("\n== nothing to serve at all: @fallback(default=[]) ==")
-
-    async def only_database(query: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
-        raise ConnectionError("no route to host")
-
-    await show("every source down:", fallback(default=[])(only_database))
+    search = fallback(get_popular_products)(chain.of(full_search, simple_search))
+    await walk(search, pool, *proxies)
 
 
 async def main() -> None:
-    await guide_version()
-    await decorated_version()
+    admin = await asyncpg.connect(DSN)
+    await admin.execute(
+        f"CREATE SCHEMA {SCHEMA}; CREATE TABLE {SCHEMA}.products (id int, name text, tags text[]);"
+        f"INSERT INTO {SCHEMA}.products VALUES (1, 'red kettle', '{{red}}'),"
+        " (2, 'blue kettle', '{blue}'), (3, 'red mug', '{red}')"
+    )
+    target = (PG.hostname or "127.0.0.1", PG.port or 5432)
+    try:
+        async with (
+            FaultProxy(*target) as primary_proxy,
+            FaultProxy(*target) as backup_proxy,
+            pool_through(primary_proxy, "primary") as pool,
+            pool_through(backup_proxy, "backup") as backup_pool,
+        ):
+            await guide_version(pool, backup_pool, primary_proxy, backup_proxy)
+            await library_version(pool, backup_pool, primary_proxy, backup_proxy)
+    finally:
+        await admin.execute(f"DROP SCHEMA {SCHEMA} CASCADE")
+        await admin.close()
 
 
 if __name__ == "__main__":

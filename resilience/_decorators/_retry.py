@@ -19,8 +19,9 @@ from typing import Any, Final, ParamSpec, TypeVar, overload
 import tenacity
 import wrapt
 
-from .._categories import is_transient
+from .._categories import ErrorCategory, classify, is_transient
 from .._clock import SYSTEM_CLOCK, Clock
+from .._errors import BulkheadFullError, CircuitOpenError
 from ._common import (
     fast_wrapper_class,
     is_async_callable,
@@ -41,6 +42,21 @@ DEFAULT_WAIT: Final = tenacity.wait_random_exponential(multiplier=0.1, max=5.0)
 """Full-jitter exponential backoff: before retry n (n = 1, 2, ...), a wait
 drawn uniformly from [0, min(5.0, 0.1 * 2 ** (n - 1))] seconds, so a fleet
 retrying the same outage spreads out instead of stampeding in step."""
+
+
+_NEVER_RETRIED_CATEGORIES: Final = frozenset(
+    {ErrorCategory.AUTHENTICATION_ERROR, ErrorCategory.QUERY_ERROR}
+)
+
+
+def never_retried(exc: BaseException) -> bool:
+    """Errors no ``on=`` can make retryable: the library's own rejections
+    (``CircuitOpenError``, ``BulkheadFullError``: retrying defeats the load
+    shedding) and authentication and query errors (they fail the same way
+    every time)."""
+    return isinstance(exc, CircuitOpenError | BulkheadFullError) or (
+        classify(exc) in _NEVER_RETRIED_CATEGORIES
+    )
 
 
 class _Retry:
@@ -86,7 +102,7 @@ class _Retry:
 
     def first_check(self, exc: Exception) -> bool:
         """Cheap test on the first failure: may this error be retried at all?"""
-        if self.attempts < 2:
+        if self.attempts < 2 or never_retried(exc):
             return False
         predicate = self.predicate
         return predicate is None or predicate(exc)
@@ -104,6 +120,8 @@ class _Retry:
 
     def _next_wait(self, state: Any, exc: Exception) -> float | None:
         """Seconds to wait before the next attempt, or ``None`` to give up."""
+        if never_retried(exc):
+            return None
         strategy = self.strategy
         if strategy is not None:
             if not strategy(state):
@@ -268,9 +286,9 @@ def retry(
             ``fn(exc) -> bool``, or a tenacity retry strategy
             (``tenacity.retry_if_exception_type(...)``, given the
             ``RetryCallState``). Default ``None``: :func:`is_transient`
-            (connection, timeout, resource errors, SQLSTATE 40001/40P01;
-            never ``CircuitOpenError``, ``BulkheadFullError``,
-            authentication or query errors).
+            (connection, timeout, resource errors, SQLSTATE 40001/40P01).
+            Whatever ``on`` says, ``CircuitOpenError``, ``BulkheadFullError``,
+            authentication and query errors are never retried.
         sleep: how to wait: ``fn(seconds)``, whose result is awaited if it is
             awaitable. Default ``asyncio.sleep`` for async functions and
             ``time.sleep`` for sync ones; a sync function needs a sync sleep.

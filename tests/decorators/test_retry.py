@@ -502,3 +502,42 @@ async def test_retry_if_transient_drives_tenacity() -> None:
     with pytest.raises(SqlError):
         await run()
     assert flaky.calls == 2
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        CircuitOpenError("db", CircuitState.OPEN, 5.0),
+        BulkheadFullError("pool", 1, 0),
+        SqlError("28P01"),
+        SqlError("42601"),
+    ],
+    ids=["circuit-open", "bulkhead-full", "auth", "query"],
+)
+async def test_a_broad_on_never_retries_rejections_auth_or_query_errors(
+    error: Exception,
+) -> None:
+    """on=Exception still never retries what DESIGN says is never retried."""
+    flaky = Flaky(error, error, error)
+
+    @retry(3, wait=0, on=Exception)
+    async def call() -> int:
+        return await flaky()
+
+    with pytest.raises(type(error)):
+        await call()
+    assert flaky.calls == 1
+
+
+async def test_a_tenacity_strategy_never_retries_a_circuit_open_error() -> None:
+    """A tenacity retry strategy is bounded by the same rule."""
+    error = CircuitOpenError("db", CircuitState.OPEN, 5.0)
+    flaky = Flaky(error, error)
+
+    @retry(3, wait=0, on=tenacity.retry_if_exception_type(Exception))
+    async def call() -> int:
+        return await flaky()
+
+    with pytest.raises(CircuitOpenError):
+        await call()
+    assert flaky.calls == 1
