@@ -230,6 +230,16 @@ def _check_route_breakers(value: bool | Mapping[str, Any]) -> CircuitConfig | No
     )
 
 
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _bounded_method(method: str) -> str:
+    """The method as it goes into a breaker name: one of a fixed set, else
+    ``OTHER``, so clients inventing methods cannot create breakers (and metric
+    label values) without limit."""
+    return method if method in _METHODS else "OTHER"
+
+
 def _route_breaker(registry: Registry, name: str, config: CircuitConfig) -> CircuitBreaker:
     """The breaker called ``name``; an existing one (say, configured by hand
     for this route) is used as it is."""
@@ -476,7 +486,7 @@ class ResilienceMiddleware:
         template = _resolve_template(routes, dict(scope))
         if template is None:
             return None
-        return f"{scope['method']} {template}"
+        return f"{_bounded_method(scope['method'])} {template}"
 
     async def _reject(self, exc: Rejection, send: Send) -> None:
         _notify_rejection(exc)

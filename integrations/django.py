@@ -54,6 +54,7 @@ from resilience import (
 from .asgi import (
     Rejection,
     _bearer_ok,
+    _bounded_method,
     _check_guard,
     _check_route_breakers,
     _degraded_value,
@@ -204,7 +205,7 @@ class ResilienceMiddleware:
         route = getattr(match, "route", None)
         if not route:
             return None
-        return f"{request.method} /{route}"
+        return f"{_bounded_method(request.method or '')} /{route}"
 
     def _problem_response(self, rejection: Rejection) -> HttpResponse:
         headers, body = _problem(rejection, self.problem_type)

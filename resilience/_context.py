@@ -18,7 +18,8 @@ __all__ = ("Degradation", "degradation_scope", "is_degraded", "mark_degraded")
 
 
 class Degradation:
-    """What was degraded in one scope: the reasons, in order (e.g. ``"fallback"``)."""
+    """What was degraded in one scope: the distinct reasons, in the order first
+    seen (e.g. ``"fallback"``)."""
 
     __slots__ = ("reasons",)
 
@@ -44,12 +45,17 @@ def is_degraded() -> bool:
 
 
 def mark_degraded(reason: str = "fallback") -> None:
-    """Note that the current answer is degraded (called by ``@fallback``)."""
+    """Note that the current answer is degraded (called by ``@fallback``).
+
+    Each distinct reason is kept once, so a long-lived context (a worker loop
+    with no scope) does not grow with every served fallback.
+    """
     holder = _current.get()
     if holder is None:
         holder = Degradation()
         _current.set(holder)
-    holder.reasons.append(reason)
+    if reason not in holder.reasons:
+        holder.reasons.append(reason)
 
 
 @contextmanager

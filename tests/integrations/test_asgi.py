@@ -456,6 +456,24 @@ async def test_route_breaker_is_named_by_method_and_template(
     assert [b.name for b in isolated_registry.all()] == ["GET /items/{item_id}"]
 
 
+async def test_invented_methods_share_one_bounded_breaker_name(
+    client_for: Any, isolated_registry: Registry
+) -> None:
+    """Clients inventing HTTP methods cannot create breakers without limit."""
+
+    async def files(scope: Any, receive: Any, send: Any) -> None:  # any method
+        await PlainTextResponse("file")(scope, receive, send)
+
+    app = Starlette(routes=[Mount("/files", app=files)])
+    app.add_middleware(ResilienceMiddleware, registry=isolated_registry, route_breakers=True)
+    async with client_for(app) as client:
+        for i in range(20):
+            assert (await client.request(f"X{i}", "/files/a")).status_code == 200
+        await client.get("/files/a")
+    names = sorted(b.name for b in isolated_registry.all())
+    assert names == ["GET /files/{path}", "OTHER /files/{path}"]
+
+
 async def test_route_breaker_counts_5xx_and_opens(
     client_for: Any, isolated_registry: Registry
 ) -> None:
