@@ -32,6 +32,7 @@ logger = logging.getLogger("resilience")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 Listener = Callable[[CircuitState, CircuitState, str], Any]
 """``fn(old_state, new_state, reason)``, sync or async."""
@@ -174,22 +175,43 @@ class CircuitBreaker:
         self._record_success(self._m, gen, start, self._now())
 
     def _settle_error(self, gen: int, start: float, exc: BaseException) -> None:
-        now = self._now()
         outcome, category = self._judge.judge_and_mark(exc)
-        m = self._m
+        if outcome is _FAILURE or outcome is _TRIP:
+            self._settle_failure(gen, start, category or ErrorCategory.UNKNOWN_ERROR, outcome)
+        elif outcome is _SUCCESS:
+            self._commit(lambda m, now: m.on_success(gen, now, now - start))
+        else:
+            self._settle_ignored(gen, start)
+
+    def _settle_failure(
+        self, gen: int, start: float, category: ErrorCategory, outcome: Outcome = _FAILURE
+    ) -> None:
+        trip = outcome is _TRIP
+        self._commit(lambda m, now: m.on_failure(gen, now, now - start, category, trip))
+
+    def _settle_ignored(self, gen: int, start: float) -> None:
+        self._commit(lambda m, now: m.on_ignored(gen, now, now - start))
+
+    # Everything but the hot path commits to the machine through these two:
+    # the lock is held only while the machine decides, and the transitions it
+    # queued are delivered after the lock is released.
+
+    def _control(self, action: Callable[[Machine, float], T]) -> tuple[T, list[Transition]]:
+        """Run ``action(machine, now)`` under the lock; return its result and
+        the transitions it queued, not yet delivered."""
         with self._lock:
-            if outcome is _FAILURE or outcome is _TRIP:
-                assert category is not None
-                m.on_failure(gen, now, now - start, category, outcome is _TRIP)
-            elif outcome is _SUCCESS:
-                m.on_success(gen, now, now - start)
-            else:
-                m.on_ignored(gen, now, now - start)
+            m = self._m
+            result = action(m, self._now())
             pending = m.pending
-            if pending:
-                m.pending = None
+            m.pending = None
+        return result, pending or []
+
+    def _commit(self, action: Callable[[Machine, float], T]) -> T:
+        """:meth:`_control`, then deliver the transitions; return the result."""
+        result, pending = self._control(action)
         if pending:
             self._deliver(pending)
+        return result
 
     # The two drivers below are the hot path: the same steps, one awaiting and
     # one not (tenacity's shape). Admission while CLOSED reads the generation
@@ -298,21 +320,15 @@ class CircuitBreaker:
         """The error a call would be rejected with now, or ``None`` if it would
         be admitted. Admits nothing and counts nothing (a due OPEN -> HALF_OPEN
         move is applied, as on any read)."""
-        with self._lock:
-            m = self._m
-            now = self._now()
-            error = (
-                None
-                if m.would_admit(now)
-                else CircuitOpenError(
-                    self._name, m.state, m.retry_after(now), m.last_failure_category
-                )
+
+        def peek(m: Machine, now: float) -> CircuitOpenError | None:
+            if m.would_admit(now):
+                return None
+            return CircuitOpenError(
+                self._name, m.state, m.retry_after(now), m.last_failure_category
             )
-            pending = m.pending
-            m.pending = None
-        if pending:
-            self._deliver(pending)
-        return error
+
+        return self._commit(peek)
 
     def try_acquire(self) -> Permit | None:
         """Admit a call without raising: a :class:`Permit`, or ``None`` if rejected.
@@ -323,16 +339,7 @@ class CircuitBreaker:
         m = self._m
         gen = m.gen
         if m.state is not _CLOSED:
-            lock = self._lock
-            lock.acquire()
-            try:
-                gen = m.admit(self._now())
-                pending = m.pending
-                m.pending = None
-            finally:
-                lock.release()
-            if pending:
-                self._deliver(pending)
+            gen = self._commit(lambda m, now: m.admit(now))
             if gen < 0:
                 return None
         return Permit(self, gen, self._now())
@@ -402,30 +409,15 @@ class CircuitBreaker:
     @property
     def state(self) -> CircuitState:
         """The current state. Reading it applies a due OPEN -> HALF_OPEN move."""
-        m = self._m
-        s = m.state
+        s = self._m.state
         if s is _OPEN or s is _HALF_OPEN:
-            with self._lock:
-                s = m.current_state(self._now())
-                pending = m.pending
-                if pending:
-                    m.pending = None
-            if pending:
-                self._deliver(pending)
+            s = self._commit(lambda m, now: m.current_state(now))
         return s
-
-    def _control(self, action: Callable[[Machine, float], None]) -> list[Transition]:
-        with self._lock:
-            m = self._m
-            action(m, self._now())
-            pending = m.pending
-            m.pending = None
-        return pending or []
 
     async def transition_to(self, state: CircuitState | str, reason: str = "manual") -> None:
         """Move to ``state`` by hand; awaits async listeners before returning."""
         target = CircuitState(state)
-        pending = self._control(lambda m, now: m.transition_to(target, reason, now))
+        _, pending = self._control(lambda m, now: m.transition_to(target, reason, now))
         for awaitable in self._deliver(pending, collect=True):
             try:
                 await awaitable
@@ -435,7 +427,7 @@ class CircuitBreaker:
     _transition_to = transition_to
 
     def _control_sync(self, state: CircuitState, reason: str) -> None:
-        self._deliver(self._control(lambda m, now: m.transition_to(state, reason, now)))
+        self._commit(lambda m, now: m.transition_to(state, reason, now))
 
     def force_open(self, reason: str = "forced open") -> None:
         """Reject every call until ``reset()`` or another manual transition."""
@@ -451,7 +443,7 @@ class CircuitBreaker:
 
     def reset(self, reason: str = "reset") -> None:
         """Back to CLOSED with a clean window, counters and metrics."""
-        self._deliver(self._control(lambda m, now: m.reset(now, reason)))
+        self._commit(lambda m, now: m.reset(now, reason))
 
     def reconfigure(self, **fields: Any) -> CircuitConfig:
         """Change settings in place, keeping the state and counters.
@@ -557,35 +549,30 @@ class CircuitBreaker:
 
     def status(self) -> dict[str, Any]:
         """A JSON-friendly snapshot of the breaker (no secrets, no exception text)."""
-        with self._lock:
-            m = self._m
-            now = self._now()
-            state = m.current_state(now)
-            pending = m.pending
-            if pending:
-                m.pending = None
-            m.window.refresh(now)
-            w = m.window
-            calls = w.calls
-            snapshot = {
-                "name": self._name,
-                "state": state.value,
-                "failure_count": m.consecutive_failures,
-                "success_count": m.half_open_successes,
-                "last_failure_time": self._wall(m.last_failure_at),
-                "last_failure_category": (
-                    m.last_failure_category.value if m.last_failure_category else None
-                ),
-                "error_rate": w.failures / calls if calls else 0.0,
-                "slow_call_rate": w.slow / calls if calls else 0.0,
-                "calls_in_window": calls,
-                "opened_at": self._wall(m.opened_at) if state is not _CLOSED else None,
-                "retry_after": m.retry_after(now),
-                "open_count": m.open_count,
-                "config": self._config.as_dict(),
-            }
-        if pending:
-            self._deliver(pending)
+        return self._commit(self._snapshot)
+
+    def _snapshot(self, m: Machine, now: float) -> dict[str, Any]:
+        state = m.current_state(now)
+        m.window.refresh(now)
+        w = m.window
+        calls = w.calls
+        snapshot = {
+            "name": self._name,
+            "state": state.value,
+            "failure_count": m.consecutive_failures,
+            "success_count": m.half_open_successes,
+            "last_failure_time": self._wall(m.last_failure_at),
+            "last_failure_category": (
+                m.last_failure_category.value if m.last_failure_category else None
+            ),
+            "error_rate": w.failures / calls if calls else 0.0,
+            "slow_call_rate": w.slow / calls if calls else 0.0,
+            "calls_in_window": calls,
+            "opened_at": self._wall(m.opened_at) if state is not _CLOSED else None,
+            "retry_after": m.retry_after(now),
+            "open_count": m.open_count,
+            "config": self._config.as_dict(),
+        }
         return snapshot
 
     def metrics(self) -> dict[str, Any]:
@@ -666,24 +653,11 @@ class Permit:
         self._settle()
         b = self._breaker
         if exc is None:
-            now = b._now()
-            with b._lock:
-                b._m.on_failure(self._gen, now, now - self._start, ErrorCategory.UNKNOWN_ERROR)
-                pending = b._m.pending
-                b._m.pending = None
-            if pending:
-                b._deliver(pending)
+            b._settle_failure(self._gen, self._start, ErrorCategory.UNKNOWN_ERROR)
         else:
             b._settle_error(self._gen, self._start, exc)
 
     def ignore(self) -> None:
         """The call's outcome says nothing about the dependency."""
         self._settle()
-        b = self._breaker
-        now = b._now()
-        with b._lock:
-            b._m.on_ignored(self._gen, now, now - self._start)
-            pending = b._m.pending
-            b._m.pending = None
-        if pending:
-            b._deliver(pending)
+        self._breaker._settle_ignored(self._gen, self._start)
