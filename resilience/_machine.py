@@ -82,6 +82,7 @@ class Machine:
         "gen",
         "half_open_inflight",
         "half_open_max",
+        "half_open_since",
         "half_open_successes",
         "half_open_timeout",
         "half_open_until",
@@ -116,6 +117,7 @@ class Machine:
         self.half_open_successes = 0
         self.half_open_inflight = 0
         self.half_open_until = _INF
+        self.half_open_since = 0.0
         self.open_until = 0.0
         self.open_base = 0.0
         self.open_period = 0.0
@@ -155,6 +157,10 @@ class Machine:
         self.slow_call_rate = config.slow_call_rate
         self.half_open_max = config.effective_half_open_max_calls
         self.half_open_timeout = config.half_open_timeout
+        if self.state is _HALF_OPEN:
+            # A new half_open_timeout applies to the HALF_OPEN under way.
+            hot = config.half_open_timeout
+            self.half_open_until = self.half_open_since + hot if hot is not None else _INF
 
     def reset_metrics(self) -> None:
         """Zero the lifetime counters reported by ``metrics()``."""
@@ -398,6 +404,7 @@ class Machine:
         self.half_open_inflight = 0
         self.half_open_successes = 0
         hot = self.half_open_timeout
+        self.half_open_since = at
         self.half_open_until = at + hot if hot is not None else _INF
         self._set(_HALF_OPEN, reason, at)
 

@@ -335,7 +335,9 @@ class FaultProxy:
         # Bound and listening before this returns, so the port accepts at once;
         # asyncio takes over the socket in a task just after.
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio then sets TCP_NODELAY on accepted
+        # connections, so the proxy adds no Nagle delay of its own.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             if os.name == "posix":
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

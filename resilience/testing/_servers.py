@@ -462,6 +462,9 @@ class ThrowawayPostgres(_ChildServer):
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=tmpdir,
+                # Its own session: a terminal's Ctrl-C reaches the demo or the
+                # test run, which then stops the server in order.
+                start_new_session=True,
                 **as_user,
             )
         self._port = port
@@ -553,6 +556,7 @@ class ThrowawayRedis(_ChildServer):
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=tmpdir,
+                start_new_session=True,  # as for PostgreSQL: Ctrl-C goes to us
             )
         self._port = port
         self._own(_cleanup_redis, self._proc, tmpdir)

@@ -514,14 +514,51 @@ async def test_listener_may_call_back_into_the_breaker(make: Make) -> None:
 async def test_async_listener_runs_as_a_task(make: Make) -> None:
     """Async listeners are scheduled and their references kept until done."""
     b = make(failure_threshold=1)
-    done = asyncio.Event()
+    release = asyncio.Event()
+    seen: list[CircuitState] = []
 
     async def listener(old: CircuitState, new: CircuitState, reason: str) -> None:
-        done.set()
+        await release.wait()
+        seen.append(new)
+
+    b.add_listener(listener)
+    await fail(b)  # returns at once: the listener runs as a task
+    assert seen == [] and len(b._tasks) == 1
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*b._tasks), 1)
+    assert seen == [CircuitState.OPEN] and b._tasks == set()
+
+
+async def test_a_failing_async_listener_is_logged(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An async listener's exception is logged, never raised to a caller."""
+    b = make(failure_threshold=1)
+
+    async def listener(old: CircuitState, new: CircuitState, reason: str) -> None:
+        raise RuntimeError("async listener bug")
 
     b.add_listener(listener)
     await fail(b)
-    await asyncio.wait_for(done.wait(), 1)
+    await asyncio.sleep(0)  # let the listener task run (no time passes)
+    await asyncio.sleep(0)
+    assert "an async listener failed" in caplog.text
+    assert b._tasks == set()
+
+
+async def test_reconfigured_half_open_timeout_applies_to_the_current_half_open(
+    make: Make, fake_clock: FakeClock
+) -> None:
+    """reconfigure(half_open_timeout=...) while HALF_OPEN re-dates its deadline."""
+    b = make(failure_threshold=1, recovery_timeout=10, success_threshold=1)
+    await _open_then_half_open(b, fake_clock)
+    held = b.try_acquire()
+    assert held is not None
+    b.reconfigure(half_open_timeout=3)
+    fake_clock.advance(3)
+    assert b.state is CircuitState.OPEN
+    held.success()  # late: dropped
+    assert b.state is CircuitState.OPEN
 
 
 async def test_unsubscribe_removes_the_listener(make: Make) -> None:
