@@ -97,6 +97,40 @@ async def admin(pg_dsn: str) -> AsyncIterator[Any]:
     await con.close()
 
 
+async def _until(condition: Any, what: str, limit: float = 5.0) -> None:
+    """Poll ``await condition()`` until true: wait on a real signal, not a guess."""
+    try:
+        async with asyncio.timeout(limit):
+            # Polling the server's own view: no client-side event exists for it.
+            while not await condition():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {limit}s waiting for {what}") from None
+
+
+def _running(admin: Any, marker: str) -> Any:
+    """A condition: a statement containing ``marker`` is executing on the server."""
+
+    async def check() -> bool:
+        found = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+            "AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
+            marker,
+        )
+        return bool(found)
+
+    return check
+
+
+def _gone(admin: Any, pid: int) -> Any:
+    """A condition: the backend ``pid`` has exited."""
+
+    async def check() -> bool:
+        return not await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
+
+    return check
+
+
 @pytest.fixture
 async def limited_role(admin: Any) -> AsyncIterator[str]:
     """A login role allowed one connection at a time (dropped afterwards)."""
@@ -282,13 +316,13 @@ async def test_blackhole_on_open_connection_trips_on_command_timeout(
 
 
 async def test_reset_mid_query_is_a_connection_failure(
-    make_pool: MakePool, proxied_dsn: str, proxy: FaultProxy
+    make_pool: MakePool, proxied_dsn: str, proxy: FaultProxy, admin: Any
 ) -> None:
     """A connection reset during a query is a CONNECTION_ERROR failure; the next call reconnects."""
     pool = make_pool(proxied_dsn)
     assert await pool.fetchval("SELECT 1") == 1
-    query = asyncio.ensure_future(pool.fetchval("SELECT pg_sleep(5)"))
-    await asyncio.sleep(0.2)
+    query = asyncio.ensure_future(pool.fetchval("SELECT pg_sleep(5) /* reset-mid-query */"))
+    await _until(_running(admin, "reset-mid-query"), "the query to run")
     proxy.reset()
     await _fails(query, DOWN)
     proxy.pass_through()
@@ -303,8 +337,8 @@ async def test_terminated_backend_mid_query_is_a_connection_failure(
     """pg_terminate_backend during a query fails it as CONNECTION_ERROR; the pool reconnects."""
     pool = make_pool(pg_dsn)
     pid = await pool.fetchval("SELECT pg_backend_pid()")
-    query = asyncio.ensure_future(pool.fetchval("SELECT pg_sleep(5)"))
-    await asyncio.sleep(0.2)
+    query = asyncio.ensure_future(pool.fetchval("SELECT pg_sleep(5) /* terminate-mid-query */"))
+    await _until(_running(admin, "terminate-mid-query"), "the query to run")
     assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
     await _fails(query, asyncpg.PostgresConnectionError)
     assert await pool.fetchval("SELECT pg_backend_pid()") != pid
@@ -318,7 +352,7 @@ async def test_terminated_idle_backend_is_replaced_silently(
     pool = make_pool(pg_dsn)
     pid = await pool.fetchval("SELECT pg_backend_pid()")
     assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-    await asyncio.sleep(0.2)
+    await _until(_gone(admin, pid), "the backend to exit")
     assert await pool.fetchval("SELECT pg_backend_pid()") != pid
     assert pool.get_circuit_breaker_metrics()["failed_calls"] == 0
 
@@ -488,7 +522,11 @@ async def test_waiting_callers_are_rejected_when_the_circuit_opens(
     pool = make_pool(pg_dsn, max_size=1, acquire_timeout=5.0)
     async with pool.acquire():
         waiting = asyncio.ensure_future(pool.fetchval("SELECT 1"))
-        await asyncio.sleep(0.05)
+
+        async def queued() -> bool:
+            return bool(pool.pool_status()["waiting"] == 1)
+
+        await _until(queued, "the call to queue for a connection")
         assert not waiting.done()
         pool.circuit_breaker.force_open()
         started = time.perf_counter()
@@ -507,11 +545,13 @@ async def test_waiting_callers_get_connections_in_turn(make_pool: MakePool, pg_d
     assert status["pool"]["in_use"] == 0
 
 
-async def test_cancelled_caller_gives_its_connection_back(make_pool: MakePool, pg_dsn: str) -> None:
+async def test_cancelled_caller_gives_its_connection_back(
+    make_pool: MakePool, pg_dsn: str, admin: Any
+) -> None:
     """Cancelling a running query is ignored by the breaker and frees the connection."""
     pool = make_pool(pg_dsn, max_size=1)
-    query = asyncio.ensure_future(pool.fetchval("SELECT pg_sleep(5)"))
-    await asyncio.sleep(0.1)
+    query = asyncio.ensure_future(pool.fetchval("SELECT pg_sleep(5) /* cancelled-caller */"))
+    await _until(_running(admin, "cancelled-caller"), "the query to run")
     query.cancel()
     with pytest.raises(asyncio.CancelledError):
         await query
@@ -563,8 +603,8 @@ async def test_acquire_block_connection_loss_is_a_failure(
     async def killed_mid_block() -> None:
         async with pool.acquire() as con:
             pid = await con.fetchval("SELECT pg_backend_pid()")
-            sleeper = asyncio.ensure_future(con.fetchval("SELECT pg_sleep(5)"))
-            await asyncio.sleep(0.2)
+            sleeper = asyncio.ensure_future(con.fetchval("SELECT pg_sleep(5) /* mid-block */"))
+            await _until(_running(admin, "mid-block"), "the query to run")
             await admin.execute("SELECT pg_terminate_backend($1)", pid)
             await sleeper
 
