@@ -20,7 +20,7 @@ import wrapt
 
 from .._breaker import CircuitBreaker
 from .._config import CircuitState
-from .._errors import ChainExhaustedError, CircuitOpenError
+from .._errors import ChainExhaustedError
 from ._common import (
     Trigger,
     is_async_callable,
@@ -40,28 +40,70 @@ _OPEN_STATES: Final = frozenset({CircuitState.OPEN, CircuitState.FORCED_OPEN})
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
-def _open_rejection(resource: Any) -> CircuitOpenError | None:
-    """The ``CircuitOpenError`` for a resource whose breaker would reject a call
-    now (open, forced open, or half-open with every probe permit taken)."""
-    breaker = getattr(resource, "circuit_breaker", None)
-    if not isinstance(breaker, CircuitBreaker):
-        return None
-    return breaker.rejection()
-
-
 def _exhausted(name: str, errors: list[Exception]) -> ChainExhaustedError:
     return ChainExhaustedError(f"{name}: every resource failed ({len(errors)} tried)", errors)
 
 
+def _call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``chain.of``'s call: the candidate is the function itself."""
+    return fn(*args, **kwargs)
+
+
+async def _call_any(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``chain.of``'s call when sync and async members mix."""
+    result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
 class _Chain:
-    """The failover loop over one list of resources."""
+    """Failover over one list of candidates (``@chain``'s resources, or
+    ``chain.of``'s callables): the decisions, sans-I/O (:meth:`skip`,
+    :meth:`fail_over`, :meth:`exhausted`), and one thin driver each for sync
+    and async code, which make the calls."""
 
-    __slots__ = ("name", "resources", "trigger")
+    __slots__ = ("guarded", "name", "resources", "trigger")
 
-    def __init__(self, name: str, resources: tuple[Any, ...], trigger: Trigger) -> None:
+    def __init__(
+        self, name: str, resources: tuple[Any, ...], trigger: Trigger, *, guarded: bool = True
+    ) -> None:
         self.name = name
         self.resources = resources
         self.trigger = trigger
+        # Whether a candidate's open .circuit_breaker skips it (resources only).
+        self.guarded = guarded
+
+    # -- decisions ---------------------------------------------------------
+
+    def skip(self, resource: Any, errors: list[Exception]) -> bool:
+        """Whether ``resource`` is skipped without a call because its breaker
+        would reject a call now (open, forced open, or half-open with every
+        probe permit taken); its ``CircuitOpenError`` then joins ``errors``."""
+        if not self.guarded:
+            return False
+        breaker = getattr(resource, "circuit_breaker", None)
+        if not isinstance(breaker, CircuitBreaker):
+            return False
+        rejected = breaker.rejection()
+        if rejected is None:
+            return False
+        errors.append(rejected)
+        return True
+
+    def fail_over(self, exc: Exception, errors: list[Exception]) -> bool:
+        """Whether ``exc`` moves on to the next candidate (it joins ``errors``)
+        rather than propagating at once."""
+        if not self.trigger(exc):
+            return False
+        errors.append(exc)
+        return True
+
+    def exhausted(self, errors: list[Exception]) -> ChainExhaustedError:
+        """The error raised once every candidate has failed."""
+        return _exhausted(self.name, errors)
+
+    # -- drivers -----------------------------------------------------------
 
     async def call_async(
         self,
@@ -71,19 +113,15 @@ class _Chain:
         kwargs: dict[str, Any],
     ) -> Any:
         errors: list[Exception] = []
-        trigger = self.trigger
         for resource in self.resources:
-            rejected = _open_rejection(resource)
-            if rejected is not None:
-                errors.append(rejected)
+            if self.skip(resource, errors):
                 continue
             try:
                 return await wrapped(resource, *args, **kwargs)
             except Exception as exc:
-                if not trigger(exc):
+                if not self.fail_over(exc, errors):
                     raise
-                errors.append(exc)
-        raise _exhausted(self.name, errors)
+        raise self.exhausted(errors)
 
     def call_sync(
         self,
@@ -93,19 +131,15 @@ class _Chain:
         kwargs: dict[str, Any],
     ) -> Any:
         errors: list[Exception] = []
-        trigger = self.trigger
         for resource in self.resources:
-            rejected = _open_rejection(resource)
-            if rejected is not None:
-                errors.append(rejected)
+            if self.skip(resource, errors):
                 continue
             try:
                 return wrapped(resource, *args, **kwargs)
             except Exception as exc:
-                if not trigger(exc):
+                if not self.fail_over(exc, errors):
                     raise
-                errors.append(exc)
-        raise _exhausted(self.name, errors)
+        raise self.exhausted(errors)
 
 
 def _without_resource(fn: Any) -> inspect.Signature | None:
@@ -277,41 +311,20 @@ class _ChainFactory:
             if not callable(fn):
                 raise TypeError(f"chain.of needs callables, got {fn!r}")
             reject_generators(fn, "chain")
-        trigger = make_trigger(on, "chain")
-        name = qualified_name(first)
-        kinds = tuple(is_async_callable(fn) for fn in fns)
+        policy = _Chain(qualified_name(first), fns, make_trigger(on, "chain"), guarded=False)
+        kinds = [is_async_callable(fn) for fn in fns]
 
         if any(kinds):
+            invoke = _call if all(kinds) else _call_any
 
             async def composed_async(*args: Any, **kwargs: Any) -> Any:
-                errors: list[Exception] = []
-                for fn, is_async in zip(fns, kinds, strict=True):
-                    try:
-                        if is_async:
-                            return await fn(*args, **kwargs)
-                        result = fn(*args, **kwargs)
-                        if inspect.isawaitable(result):
-                            result = await result
-                        return result
-                    except Exception as exc:
-                        if not trigger(exc):
-                            raise
-                        errors.append(exc)
-                raise _exhausted(name, errors)
+                return await policy.call_async(invoke, None, args, kwargs)
 
             composed: Callable[..., Any] = composed_async
         else:
 
             def composed_sync(*args: Any, **kwargs: Any) -> Any:
-                errors: list[Exception] = []
-                for fn in fns:
-                    try:
-                        return fn(*args, **kwargs)
-                    except Exception as exc:
-                        if not trigger(exc):
-                            raise
-                        errors.append(exc)
-                raise _exhausted(name, errors)
+                return policy.call_sync(_call, None, args, kwargs)
 
             composed = composed_sync
         functools.update_wrapper(composed, first)

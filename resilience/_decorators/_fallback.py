@@ -13,7 +13,11 @@ original error is raised), a failed write never fails a good call, and the
 cache sits behind a small circuit breaker of its own so a dead cache costs
 nothing once it is known to be dead. Concurrent identical misses share one
 cache read (single-flight), and while the dependency is known to be down,
-concurrent identical calls share one attempt.
+identical calls make one attempt at a time; the others are served the stale
+value at once (or, with nothing to serve, wait for that attempt).
+
+The decisions (trigger? serve what? fresh?) are sans-I/O methods of
+:class:`_Fallback`; thin sync and async drivers do the calls and cache I/O.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import inspect
 import logging
 import math
 import pickle
+import re
 import threading
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Final, ParamSpec, TypeVar
@@ -35,7 +40,7 @@ import wrapt
 from .._breaker import CircuitBreaker
 from .._clock import SYSTEM_CLOCK, Clock
 from .._context import mark_degraded
-from .._errors import CircuitOpenError
+from .._errors import CircuitOpenError, fresh_copy
 from ._common import (
     fast_wrapper_class,
     is_async_callable,
@@ -234,14 +239,65 @@ def _drop_first(sig: inspect.Signature | None) -> inspect.Signature | None:
 _MEMO_TYPES: Final = frozenset({int, str, bytes, bool, type(None)})
 _MEMO_SIZE: Final = 1024
 
+# A repr showing a memory address ("<Pool at 0x7f...>") names the object in
+# this process only: it cannot key values shared by a fleet.
+_ADDRESS: Final = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+_LEFT_OUT: Final = "left out"  # the instance is left out of the key
+_OWN_KEY: Final = "own key"  # its class has __resilience_key__ (attribute, property, method)
+_OWN_REPR: Final = "own repr"  # its class defines a __repr__ of its own
+
+
+def _identity_mode(cls: type) -> str:
+    """How instances of ``cls`` are identified in keys (decided once per class)."""
+    if issubclass(cls, type):
+        return _LEFT_OUT  # cls of a classmethod: the qualified name says enough
+    if hasattr(cls, "__resilience_key__"):
+        return _OWN_KEY
+    representation: Any = cls.__repr__
+    return _LEFT_OUT if representation is object.__repr__ else _OWN_REPR
+
+
+def _identity(instance: Any, modes: dict[type, str]) -> str | None:
+    """The text that identifies ``instance`` in a cache key, or ``None`` when
+    it has no stable identity (it is then left out of the key).
+
+    ``__resilience_key__`` wins: an attribute (of the instance or its class)
+    or a method, whose value or answer must be keyable; else a ``__repr__``
+    its class defines, unless that repr shows a memory address. Classes
+    (``cls``) are always left out. ``modes`` caches the per-class decision.
+    """
+    cls = type(instance)
+    mode = modes.get(cls)
+    if mode is None:
+        mode = modes[cls] = _identity_mode(cls)
+    if mode is _OWN_KEY:
+        own = instance.__resilience_key__
+    else:
+        attributes = getattr(instance, "__dict__", None)
+        own = None if attributes is None else attributes.get("__resilience_key__")
+        if own is None:
+            if mode is _LEFT_OUT:
+                return None
+            text = repr(instance)
+            if _ADDRESS.search(text) is not None:
+                return None
+            return "@" + _prefixed("o", f"{cls.__module__}.{cls.__qualname__}:{text}")
+    if callable(own):
+        own = own()
+    return "@" + _prefixed("k", _encode(own))
+
 
 class KeyMaker:
     """Builds the cache key of one call of one function.
 
     The default key is ``resilience:fallback:{module.qualname}:{digest}``,
     where the digest is a 128-bit BLAKE2b of a canonical, injective text of
-    the bound arguments (``self``/``cls`` left out). A ``key`` callable, given
-    the same arguments as the function, replaces it entirely.
+    the bound arguments. For a method, ``self`` is part of that text when it
+    identifies itself stably (see :func:`_identity`), and is left out
+    otherwise; ``cls`` is always left out. A ``key`` callable, given the same
+    arguments as the function, replaces it entirely.
     """
 
     __slots__ = (
@@ -249,6 +305,7 @@ class KeyMaker:
         "_full",
         "_memo",
         "_method",
+        "_modes",
         "_name",
         "_pass_instance",
         "_prefix",
@@ -263,7 +320,8 @@ class KeyMaker:
         sig = _signature(fn)  # of the function itself: self/cls included
         self._full = _Binder(sig)
         self._tail: _Binder | None = None
-        self._memo: dict[tuple[tuple[Any, ...], tuple[type, ...]], str] = {}
+        self._memo: dict[tuple[str | None, tuple[Any, ...], tuple[type, ...]], str] = {}
+        self._modes: dict[type, str] = {}
         # Only for cache_key(), which is called without an instance: a plain
         # function whose first parameter is self/cls is taken for a method.
         first = next(iter(sig.parameters), None) if sig is not None else None
@@ -292,19 +350,28 @@ class KeyMaker:
             if not isinstance(key, str):
                 raise TypeError(f"the key callable returned {type(key).__name__}, not a str")
             return key
-        binder = self._full
-        if bound_method and binder._sig is not None:
-            binder = self._tail_binder()
-        return self._digest(binder.values(args, kwargs))
+        if not bound_method:
+            return self._digest(self._full.values(args, kwargs), None)
+        binder = self._tail
+        if binder is None:
+            binder = self._full if self._full._sig is None else self._tail_binder()
+        # The common case, an instance of a class that says nothing about its
+        # identity, costs two lookups; _identity() decides the rest.
+        identity = None
+        if self._modes.get(type(instance)) is not _LEFT_OUT or "__resilience_key__" in getattr(
+            instance, "__dict__", ()
+        ):
+            identity = _identity(instance, self._modes)
+        return self._digest(binder.values(args, kwargs), identity)
 
-    def _digest(self, values: tuple[Any, ...]) -> str:
+    def _digest(self, values: tuple[Any, ...], identity: str | None) -> str:
         # Flat arguments of exact scalar types are memoised: equal tuples of
         # equal types always have the same text (floats are left out: 0.0 ==
         # -0.0 but their texts differ), and hashing dominates the cost.
         types = tuple(map(type, values))
         memoisable = _MEMO_TYPES.issuperset(types)
         if memoisable:
-            found = self._memo.get((values, types))
+            found = self._memo.get((identity, values, types))
             if found is not None:
                 return found
         try:
@@ -313,21 +380,28 @@ class KeyMaker:
             raise UnkeyableError(
                 "the arguments are nested too deeply (or contain themselves)"
             ) from None
+        if identity is not None:
+            text = identity + text  # "@..." never starts an argument text
         digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
         key = self._prefix + digest.hexdigest()
         if memoisable:
             memo = self._memo
             if len(memo) >= _MEMO_SIZE:
                 memo.clear()
-            memo[values, types] = key
+            memo[identity, values, types] = key
         return key
 
-    def key_of_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        """The key of a call made with these arguments (``self``/``cls`` left out)."""
+    def key_of_call(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any = None
+    ) -> str:
+        """The key of a call made with these arguments; ``instance`` is the
+        bound instance, if any (without one, ``self``/``cls`` left out)."""
+        if instance is not None:
+            return self.key(instance, args, kwargs)
         if self._custom is not None:
             return self.key(None, args, kwargs)
         binder = self._tail_binder() if self._method else self._full
-        return self._digest(binder.values(args, kwargs))
+        return self._digest(binder.values(args, kwargs), None)
 
 
 # -- the default cache -------------------------------------------------------
@@ -385,8 +459,14 @@ async def _maybe_await(value: Any) -> Any:
 _HIT = "hit"  # a fresh cache entry served without calling
 _OK = "ok"  # the dependency answered
 _SERVED = "served"  # a fallback was served
-_ERROR = "error"  # a single flight's leader raised: (_ERROR, exc, traceback)
-_ABANDONED: Final = object()  # the leader of a single flight was cancelled
+_ERROR: Final = object()  # a shared operation raised: (_ERROR, exc)
+_ABANDONED: Final = object()  # the leader of a shared operation was cancelled
+
+# Steps and verdicts of the sans-I/O decisions (see _Fallback.after_failure).
+_RAISE: Final = object()  # nothing to serve: re-raise the original error
+_READ: Final = object()  # read the cache, then serve what it holds
+_SOURCE: Final = object()  # call the callable source
+_UNREAD: Final = object()  # the cache has not been read for this call
 
 
 class _Flights:
@@ -406,8 +486,8 @@ class _Flights:
         """``await work()``, or the result of an identical one already running.
 
         An exception raised by ``work`` is shared as a result
-        ``(_ERROR, exc, traceback)``; a cancelled leader is replaced by one of
-        its followers, which runs ``work`` again.
+        ``(_ERROR, exc)``; a cancelled leader is replaced by one of its
+        followers, which runs ``work`` again.
         """
         loop = asyncio.get_running_loop()
         fkey = (loop, key)
@@ -425,7 +505,7 @@ class _Flights:
         try:
             result = await work()
         except Exception as exc:
-            result = (_ERROR, exc, exc.__traceback__)
+            result = (_ERROR, exc)
         except BaseException:
             fut.set_result(_ABANDONED)
             raise
@@ -434,6 +514,22 @@ class _Flights:
                 del futures[fkey]
         fut.set_result(result)
         return result
+
+
+class _Probe:
+    """One attempt in flight while the dependency is known down: what the
+    cache held when it started (``stale``) and how it ended (``done``)."""
+
+    __slots__ = ("done", "stale")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.stale: asyncio.Future[Any] = loop.create_future()
+        self.done: asyncio.Future[Any] = loop.create_future()
+
+    def abandon(self) -> None:
+        for fut in (self.stale, self.done):
+            if not fut.done():
+                fut.set_result(_ABANDONED)
 
 
 class _Fallback:
@@ -486,7 +582,10 @@ class _Fallback:
         # True from a triggering failure until the next success: while the
         # dependency is known to be down, identical concurrent calls coalesce.
         self.down = False
-        self.calls = _Flights()
+        # The attempts in flight while down, by (loop, key, id(instance)):
+        # in-memory only, so the instance's id may tell instances apart here
+        # even where it must stay out of the (shared, persistent) cache key.
+        self.probes: dict[tuple[Any, ...], _Probe] = {}
         self.reads = _Flights()
         self._reported: set[tuple[str, str]] = set()
 
@@ -598,7 +697,7 @@ class _Fallback:
         """The cached ``(value, age)`` for ``key`` (one read shared by every
         concurrent reader of the same key), or ``None``."""
         result = await self.reads.run(key, lambda: self._read_once(key))
-        if type(result) is tuple and len(result) == 3 and result[0] is _ERROR:
+        if type(result) is tuple and len(result) == 2 and result[0] is _ERROR:
             return None  # _read_once never raises an Exception; defensive
         return result  # type: ignore[no-any-return]
 
@@ -616,12 +715,63 @@ class _Fallback:
         except Exception as exc:
             self._write_failed(exc, key, value)
 
+    # -- decisions (sans-I/O: no awaiting, no cache access) ----------------
+
+    def after_failure(self, exc: Exception, cached: Any) -> Any:
+        """What a failed call leads to, given the cache entry read before the
+        call (``_UNREAD`` if none was): :data:`_RAISE`, :data:`_READ` (read
+        the cache, then :meth:`serve` the entry), :data:`_SOURCE` (call the
+        callable source), or the value to serve. Marks the dependency down."""
+        if not self.trigger(exc):
+            return _RAISE
+        if self.cache is None:
+            return _SOURCE if self.source_fn is not None else self.default
+        self.down = True
+        if cached is _UNREAD:
+            return _READ
+        return self.serve(cached)
+
+    def serve(self, cached: tuple[Any, float] | None) -> Any:
+        """What to serve in place of an answer, given a cache entry (or a
+        miss): its value, else the default, else :data:`_RAISE`."""
+        if cached is not None:
+            return cached[0]
+        if self.default is not MISSING:
+            return self.default
+        return _RAISE
+
+    def is_fresh(self, cached: tuple[Any, float] | None) -> bool:
+        """Whether ``cached`` may be served without calling (``fresh_ttl``)."""
+        fresh_ttl = self.fresh_ttl
+        return cached is not None and fresh_ttl is not None and cached[1] <= fresh_ttl
+
     # -- async drivers -----------------------------------------------------
 
     def _source_args(self, instance: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
         if instance is not None and self.pass_instance:
             return (instance, *args)
         return args
+
+    async def _recover_async(
+        self,
+        exc: Exception,
+        key: str | None,
+        cached: Any,
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Carry out :meth:`after_failure`: the value to serve, or ``_RAISE``."""
+        step = self.after_failure(exc, cached)
+        if step is _READ:
+            assert key is not None
+            return self.serve(await self.read(key))
+        if step is _SOURCE:
+            assert self.source_fn is not None
+            step = self.source_fn(*self._source_args(instance, args), **kwargs)
+            if inspect.isawaitable(step):
+                step = await step
+        return step
 
     async def call_async(
         self,
@@ -630,106 +780,120 @@ class _Fallback:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        if self.cache is None:
-            return await self._call_source_async(wrapped, instance, args, kwargs)
-        key = self.key_for(instance, args, kwargs)
-        if key is None:
-            return await wrapped(*args, **kwargs)
-        if self.down or self.fresh_ttl is not None:
-            return await self._call_slow_async(key, wrapped, args, kwargs)
-        # The healthy path, inlined: call, write through.
+        key: str | None = None
+        if self.cache is not None:
+            key = self.key_for(instance, args, kwargs)
+            if key is None:
+                return await wrapped(*args, **kwargs)
+            if self.down or self.fresh_ttl is not None:
+                return await self._call_slow_async(key, wrapped, instance, args, kwargs)
         try:
             result = await wrapped(*args, **kwargs)
         except Exception as exc:
-            if not self.trigger(exc):
+            value = await self._recover_async(exc, key, _UNREAD, instance, args, kwargs)
+            if value is _RAISE:
                 raise
-            self.down = True
-            cached = await self.read(key)
-            if cached is not None:
-                mark_degraded("fallback")
-                return cached[0]
-            if self.default is not MISSING:
-                mark_degraded("fallback")
-                return self.default
-            raise
-        if self.local_cache:
-            self.cache.set(key, (result, self.clock.time()))
-        else:
-            await self.write(key, result)
+            mark_degraded("fallback")
+            return value
+        if key is not None:
+            if self.local_cache:
+                self.cache.set(key, (result, self.clock.time()))
+            else:
+                await self.write(key, result)
         return result
 
     async def _call_slow_async(
         self,
         key: str,
         wrapped: Callable[..., Awaitable[Any]],
+        instance: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
         """Read-through, or the dependency known down (identical calls coalesce)."""
         if self.down:
-            result = await self.calls.run(
-                key, lambda: self._attempt_async(key, wrapped, args, kwargs)
-            )
-            kind, value = result[0], result[1]
-            if kind is _ERROR:
-                raise value.with_traceback(result[2])
+            kind, value = await self._call_down_async(key, wrapped, instance, args, kwargs)
         else:
-            kind, value = await self._attempt_async(key, wrapped, args, kwargs)
+            cached = await self.read(key)
+            kind, value = await self._attempt_async(key, cached, wrapped, instance, args, kwargs)
         if kind is _SERVED:
             mark_degraded("fallback")
         return value
 
-    async def _attempt_async(
+    async def _call_down_async(
         self,
         key: str,
-        wrapped: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> tuple[str, Any]:
-        cached: tuple[Any, float] | None = None
-        fresh_ttl = self.fresh_ttl
-        if fresh_ttl is not None:
-            cached = await self.read(key)
-            if cached is not None and cached[1] <= fresh_ttl:
-                return _HIT, cached[0]
-        try:
-            result = await wrapped(*args, **kwargs)
-        except Exception as exc:
-            if not self.trigger(exc):
-                raise
-            self.down = True
-            if fresh_ttl is None:
-                cached = await self.read(key)
-            if cached is not None:
-                return _SERVED, cached[0]
-            if self.default is not MISSING:
-                return _SERVED, self.default
-            raise
-        self.down = False
-        await self.write(key, result)
-        return _OK, result
-
-    async def _call_source_async(
-        self,
         wrapped: Callable[..., Awaitable[Any]],
         instance: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-    ) -> Any:
+    ) -> tuple[str, Any]:
+        """The dependency is known down: one attempt per key (and instance) at
+        a time. Identical callers meanwhile are served what the cache held
+        when it started, at once; only when there is nothing to serve do they
+        wait for its answer (a copy of its error, never the same object)."""
+        loop = asyncio.get_running_loop()
+        pkey = (loop, key) if instance is None else (loop, key, id(instance))
+        probes = self.probes
+        while True:
+            probe = probes.get(pkey)
+            if probe is None:
+                break
+            # shield: a cancelled follower must not cancel the shared futures.
+            cached = await asyncio.shield(probe.stale)
+            if cached is _ABANDONED:
+                continue
+            if self.is_fresh(cached):
+                return _HIT, cached[0]
+            value = self.serve(cached)
+            if value is not _RAISE:
+                return _SERVED, value
+            result = await asyncio.shield(probe.done)
+            if result is _ABANDONED:
+                continue
+            if result[0] is _ERROR:
+                raise fresh_copy(result[1])
+            return result  # type: ignore[no-any-return]
+        probe = probes[pkey] = _Probe(loop)
         try:
-            return await wrapped(*args, **kwargs)
+            cached = await self.read(key)
+            probe.stale.set_result(cached)
+            result = await self._attempt_async(key, cached, wrapped, instance, args, kwargs)
         except Exception as exc:
-            if not self.trigger(exc):
+            probe.done.set_result((_ERROR, exc))
+            raise
+        except BaseException:
+            probe.abandon()
+            raise
+        finally:
+            if probes.get(pkey) is probe:
+                del probes[pkey]
+        probe.done.set_result(result)
+        return result
+
+    async def _attempt_async(
+        self,
+        key: str,
+        cached: tuple[Any, float] | None,
+        wrapped: Callable[..., Awaitable[Any]],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[str, Any]:
+        """One call, the cache already read: ``(kind, value)``, or the error."""
+        if self.is_fresh(cached):
+            assert cached is not None
+            return _HIT, cached[0]
+        try:
+            result = await wrapped(*args, **kwargs)
+        except Exception as exc:
+            value = await self._recover_async(exc, key, cached, instance, args, kwargs)
+            if value is _RAISE:
                 raise
-            source = self.source_fn
-            if source is None:
-                value = self.default
-            else:
-                value = source(*self._source_args(instance, args), **kwargs)
-                if inspect.isawaitable(value):
-                    value = await value
-            mark_degraded("fallback")
-            return value
+            return _SERVED, value
+        self.down = False
+        await self.write(key, result)
+        return _OK, result
 
     # -- sync drivers (threads; no single flight) ----------------------------
 
@@ -754,6 +918,25 @@ class _Fallback:
         except Exception as exc:
             self._write_failed(exc, key, value)
 
+    def _recover_sync(
+        self,
+        exc: Exception,
+        key: str | None,
+        cached: Any,
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Carry out :meth:`after_failure`: the value to serve, or ``_RAISE``."""
+        step = self.after_failure(exc, cached)
+        if step is _READ:
+            assert key is not None
+            return self.serve(self._read_sync(key))
+        if step is _SOURCE:
+            assert self.source_fn is not None
+            return self.source_fn(*self._source_args(instance, args), **kwargs)
+        return step
+
     def call_sync(
         self,
         wrapped: Callable[..., Any],
@@ -761,52 +944,52 @@ class _Fallback:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        if self.cache is None:
-            try:
+        key: str | None = None
+        cached: Any = _UNREAD
+        if self.cache is not None:
+            key = self.key_for(instance, args, kwargs)
+            if key is None:
                 return wrapped(*args, **kwargs)
-            except Exception as exc:
-                if not self.trigger(exc):
-                    raise
-                source = self.source_fn
-                if source is None:
-                    value = self.default
-                else:
-                    value = source(*self._source_args(instance, args), **kwargs)
-                mark_degraded("fallback")
-                return value
-        key = self.key_for(instance, args, kwargs)
-        if key is None:
-            return wrapped(*args, **kwargs)
-        cached: tuple[Any, float] | None = None
-        fresh_ttl = self.fresh_ttl
-        if fresh_ttl is not None:
-            cached = self._read_sync(key)
-            if cached is not None and cached[1] <= fresh_ttl:
-                return cached[0]
+            if self.fresh_ttl is not None:
+                cached = self._read_sync(key)
+                if self.is_fresh(cached):
+                    return cached[0]
         try:
             result = wrapped(*args, **kwargs)
         except Exception as exc:
-            if not self.trigger(exc):
+            value = self._recover_sync(exc, key, cached, instance, args, kwargs)
+            if value is _RAISE:
                 raise
-            self.down = True
-            if fresh_ttl is None:
-                cached = self._read_sync(key)
-            if cached is not None:
-                mark_degraded("fallback")
-                return cached[0]
-            if self.default is not MISSING:
-                mark_degraded("fallback")
-                return self.default
-            raise
-        self.down = False
-        self._write_sync(key, result)
+            mark_degraded("fallback")
+            return value
+        if key is not None:
+            self.down = False
+            self._write_sync(key, result)
         return result
+
+
+class _BoundFallbackWrapper(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
+    """``instance.method`` of a method with a fallback."""
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> str:
+        """The cache key of this bound call with these arguments (the instance
+        included when it identifies itself; see ``@fallback``'s ``key``).
+
+        Raises:
+            TypeError: no cache source, or no stable key for these arguments.
+        """
+        policy: _Fallback = self._self_parent._self_fallback
+        if policy.keys is None:
+            raise TypeError(f"{policy.name} has no cache: its fallback is not a cache")
+        return policy.keys.key_of_call(args, kwargs, self._self_instance)
 
 
 class _FallbackWrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
     """A function with a fallback. ``.cache`` is its cache (or ``None``),
     ``.cache_key(*args, **kwargs)`` the key a call would use,
     ``.cache_breaker`` the breaker in front of an external cache."""
+
+    __bound_function_wrapper__ = _BoundFallbackWrapper
 
     @property
     def cache(self) -> Any:
@@ -819,8 +1002,9 @@ class _FallbackWrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
         return self._self_fallback.cache_breaker  # type: ignore[no-any-return]
 
     def cache_key(self, *args: Any, **kwargs: Any) -> str:
-        """The cache key of a call with these arguments (without ``self``/``cls``;
-        with a ``key=`` callable, the arguments are passed to it as given).
+        """The cache key of a call with these arguments (without ``self``/``cls``:
+        ``instance.method.cache_key(...)`` includes an instance that identifies
+        itself; with a ``key=`` callable, the arguments are passed to it as given).
 
         Raises:
             TypeError: no cache source, or no stable key for these arguments.
@@ -886,7 +1070,10 @@ def fallback(
     consecutive cache errors the cache is left alone for 10 s (its breaker is
     ``.cache_breaker``). Concurrent identical misses share one cache read;
     while the dependency is down (from a triggering failure to the next
-    success) concurrent identical calls share one attempt and its answer.
+    success) identical calls (same key, same instance) make one attempt at a
+    time: the others are served the cached value, else the default, at once
+    (degraded); with nothing to serve they wait for the attempt and get its
+    answer, or a copy of its error (``resilience._errors.fresh_copy``).
 
     Args:
         source: a cache (an aiocache ``BaseCache``, or any object with
@@ -908,8 +1095,12 @@ def fallback(
             ``self`` included for methods) whose result is the cache key,
             used verbatim. Default ``None``:
             ``"resilience:fallback:{module.qualname}:{digest}"``, a 128-bit
-            digest of the bound arguments with defaults applied, ``self`` and
-            ``cls`` left out; stable across processes and collision-free.
+            digest of the bound arguments with defaults applied; stable across
+            processes and collision-free. ``self`` is included when it
+            identifies itself: by ``__resilience_key__`` (an attribute, or a
+            method returning a keyable value), else by a ``__repr__`` its
+            class defines (unless it shows a memory address); otherwise it
+            is left out and instances share values. ``cls`` is left out.
             An argument with no stable representation (its ``repr`` is its
             address) means the call runs without the cache (logged once).
         ttl: seconds a written value is kept, the longest a stale value may

@@ -993,6 +993,163 @@ async def test_a_method_called_through_the_class_shares_the_key(
     assert await repo.get(1) == good
 
 
+async def test_a_resilience_key_attribute_separates_instances(
+    dep: Dependency, cache: CountingCache
+) -> None:
+    """Instances with different __resilience_key__ attributes never share a value."""
+
+    class Repo:
+        def __init__(self, tenant: str) -> None:
+            self.__resilience_key__ = tenant
+
+        @fallback(cache)
+        async def get(self, x: int) -> Any:
+            return await dep.fetch(self.__resilience_key__, x)
+
+    tenant_a, tenant_b = Repo("a"), Repo("b")
+    good = await tenant_a.get(1)
+    dep.down = True
+    assert await tenant_a.get(1) == good
+    with pytest.raises(ConnectionError):
+        await tenant_b.get(1)
+
+
+async def test_a_resilience_key_method_separates_instances(
+    dep: Dependency, cache: CountingCache
+) -> None:
+    """A __resilience_key__() method is called and its answer keys the instance."""
+
+    class Repo:
+        def __init__(self, tenant: str) -> None:
+            self.tenant = tenant
+
+        def __resilience_key__(self) -> str:
+            return self.tenant
+
+        @fallback(cache)
+        async def get(self, x: int) -> Any:
+            return await dep.fetch(self.tenant, x)
+
+    await Repo("a").get(1)
+    await Repo("b").get(1)
+    await Repo("a").get(1)
+    assert len(cache.data) == 2
+
+
+async def test_a_class_defined_repr_keys_the_instance(
+    dep: Dependency, cache: CountingCache
+) -> None:
+    """Instances whose own repr differs keep separate values; equal reprs share them."""
+
+    class Repo:
+        def __init__(self, dsn: str) -> None:
+            self.dsn = dsn
+
+        def __repr__(self) -> str:
+            return f"Repo({self.dsn!r})"
+
+        @fallback(cache)
+        async def get(self, x: int) -> Any:
+            return await dep.fetch(self.dsn, x)
+
+    good = await Repo("postgres://a").get(1)
+    dep.down = True
+    assert await Repo("postgres://a").get(1) == good
+    with pytest.raises(ConnectionError):
+        await Repo("postgres://b").get(1)
+
+
+def test_a_bound_cache_key_includes_the_instance() -> None:
+    """repo.get.cache_key(1) is the key repo.get(1) uses, instance included."""
+    cache = CountingCache()
+
+    class Repo:
+        def __init__(self, tenant: str) -> None:
+            self.__resilience_key__ = tenant
+
+        @fallback(cache)
+        async def get(self, x: int) -> Any:
+            return x
+
+    asyncio.run(Repo("a").get(1))
+    assert cache.data.keys() == {Repo("a").get.cache_key(1)}  # type: ignore[attr-defined]
+    assert Repo("a").get.cache_key(1) != Repo("b").get.cache_key(1)  # type: ignore[attr-defined]
+
+
+def test_a_repr_showing_an_address_leaves_self_out() -> None:
+    """A repr with a memory address in it is not stable: self is left out."""
+
+    class Repo:
+        def __repr__(self) -> str:
+            return f"<Repo pool=<Pool at {id(self):#x}>>"
+
+        @fallback(CountingCache())
+        async def get(self, x: int) -> Any:
+            return x
+
+    first, second = Repo(), Repo()
+    assert first.get.cache_key(1) == second.get.cache_key(1)  # type: ignore[attr-defined]
+    assert first.get.cache_key(1) == Repo.get.cache_key(1)  # type: ignore[attr-defined]
+
+
+_INSTANCE_DIGEST_SCRIPT = """
+from resilience import fallback
+class C:
+    async def get(self, key, ttl=None): ...
+    async def set(self, key, value, ttl=None): ...
+class Repo:
+    def __init__(self, tenant):
+        self.__resilience_key__ = tenant
+    @fallback(C())
+    async def get(self, x): ...
+print(Repo("acme").get.cache_key(1))
+"""
+
+
+def test_instance_keys_are_stable_across_processes() -> None:
+    """A key that includes the instance is the same in another process."""
+    import subprocess
+    import sys
+
+    class Repo:
+        def __init__(self, tenant: str) -> None:
+            self.__resilience_key__ = tenant
+
+        @fallback(CountingCache())
+        async def get(self, x: int) -> None: ...
+
+    done = subprocess.run(
+        [sys.executable, "-c", _INSTANCE_DIGEST_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    theirs = done.stdout.strip().rsplit(":", 1)[1]
+    ours = Repo("acme").get.cache_key(1).rsplit(":", 1)[1]  # type: ignore[attr-defined]
+    assert theirs == ours
+
+
+async def test_instances_left_out_of_the_key_do_not_share_a_call(cache: CountingCache) -> None:
+    """While down, identical calls on two instances make two attempts, not one."""
+    dep = Dependency(suspend=True)
+    dep.down = True
+
+    class Repo:
+        @fallback(cache)
+        async def get(self, x: int) -> Any:
+            return await dep.fetch(x)
+
+    first, second = Repo(), Repo()
+    with pytest.raises(ConnectionError):
+        await first.get(1)
+    dep.calls = 0
+    await asyncio.gather(
+        first.get(1), second.get(1), first.get(1), second.get(1), return_exceptions=True
+    )
+    assert dep.calls == 2
+
+
 # -- single flight -------------------------------------------------------------------
 
 
@@ -1086,6 +1243,84 @@ async def test_coalesced_callers_share_a_miss_as_the_original_error(
     results = await asyncio.gather(*(get(1) for _ in range(10)), return_exceptions=True)
     assert all(isinstance(r, ConnectionError) for r in results)
     assert dep.calls == 2
+
+
+async def test_coalesced_callers_get_distinct_exception_objects(cache: CountingCache) -> None:
+    """5 coalesced callers with nothing to serve raise 5 distinct, equal errors."""
+    dep = Dependency(suspend=True)
+    dep.down = True
+
+    @fallback(cache)
+    async def get(x: int) -> Any:
+        return await dep.fetch(x)
+
+    with pytest.raises(ConnectionError):
+        await get(1)
+    dep.calls = 0
+    results = await asyncio.gather(*(get(1) for _ in range(5)), return_exceptions=True)
+    assert dep.calls == 1
+    assert len({id(r) for r in results}) == 5
+    assert all(type(r) is ConnectionError and r.args == ("dependency down",) for r in results)
+
+
+async def test_followers_are_served_stale_while_the_attempt_hangs(cache: CountingCache) -> None:
+    """While down, a hanging in-flight attempt does not hold up identical callers."""
+    dep = Dependency(suspend=True)
+    hang = asyncio.Event()  # never set: a probe stuck in a connect timeout
+    hanging = False
+
+    @fallback(cache)
+    async def get(x: int) -> Any:
+        if hanging:
+            await hang.wait()
+        return await dep.fetch(x)
+
+    good = await get(1)
+    dep.down = True
+    await get(1)  # the failure that tells the decorator the dependency is down
+    hanging = True
+    leader = asyncio.create_task(get(1))
+    for _ in range(5):
+        await asyncio.sleep(0)  # the leader is now hanging
+
+    async def one() -> tuple[Any, bool]:
+        with degradation_scope():
+            return await get(1), is_degraded()
+
+    followers = [asyncio.create_task(one()) for _ in range(5)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert all(task.done() for task in followers)
+    assert [task.result() for task in followers] == [(good, True)] * 5
+    assert not leader.done()
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+
+
+async def test_a_cancelled_attempt_while_down_does_not_strand_the_others(
+    cache: CountingCache,
+) -> None:
+    """While down, the first caller is cancelled mid-read: the others still get the value."""
+    dep = Dependency(suspend=True)
+
+    @fallback(cache)
+    async def get(x: int) -> Any:
+        return await dep.fetch(x)
+
+    good = await get(1)
+    dep.down = True
+    await get(1)  # the failure that tells the decorator the dependency is down
+    cache.gate = asyncio.Event()
+    cache.reading.clear()
+    leader = asyncio.create_task(get(1))
+    followers = [asyncio.create_task(get(1)) for _ in range(5)]
+    await cache.reading.wait()
+    leader.cancel()
+    await asyncio.sleep(0)
+    cache.gate.set()
+    assert await asyncio.gather(*followers) == [good] * 5
+    assert leader.cancelled()
 
 
 async def test_different_keys_do_not_share(cache: CountingCache) -> None:
