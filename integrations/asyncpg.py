@@ -266,8 +266,12 @@ class ResilientPool:
             ``"postgresql://db.internal:5432/app"``.
         database_type: the seed's keyword; only ``"postgresql"`` (or
             ``"postgres"``) is supported, anything else is a ``ValueError``.
-        host, port, database, user, password: connection parameters (the
-            seed's keywords), passed to asyncpg. ``password`` is never shown.
+        host: the server's host (the seed's keyword), passed to asyncpg.
+        port: the server's port (the seed's keyword).
+        database: the database name (the seed's keyword).
+        user: the role to connect as (the seed's keyword).
+        password: the role's password (the seed's keyword); never shown in
+            errors, logs, ``repr`` or status.
         min_size: connections kept open when idle, >= 0. Default 0: nothing
             connects until the first call, and an idle pool holds nothing
             that an outage could break.
