@@ -144,16 +144,40 @@ class ChainExhaustedError(ExceptionGroup[Exception], ResilienceError):
 
 
 def fresh_copy(exc: Exception) -> Exception:
-    """A new exception like ``exc`` (same type, arguments and attributes; no
+    """A new exception like ``exc`` (same type, ``args`` and attributes; no
     traceback), for handing one failure to many waiters: re-raising a single
-    object from many tasks makes their tracebacks pile up on it."""
+    object from many tasks makes their tracebacks pile up on it.
+
+    ``copy.copy`` first; when the type's ``__init__`` does not take back its own
+    ``args`` (common in database drivers), the copy is built without calling
+    ``__init__``. Only an exception that cannot even be allocated that way is
+    returned as it is (its traceback untouched).
+    """
     try:
         clone = copy.copy(exc)
+        if type(clone) is not type(exc):
+            raise TypeError("copy changed the type")
     except Exception:
-        return exc.with_traceback(None)
-    if type(clone) is not type(exc):
-        return exc.with_traceback(None)
+        try:
+            clone = type(exc).__new__(type(exc), *exc.args)
+            # OSError.__new__ leaves args (and errno, strerror, ...) to an
+            # overridden __init__, which is not called here: set them.
+            clone.args = exc.args
+            if isinstance(exc, OSError):
+                for field in ("errno", "strerror", "filename", "filename2"):
+                    setattr(clone, field, getattr(exc, field))
+            clone.__dict__.update(vars(exc))
+            for cls in type(exc).__mro__:
+                for slot in getattr(cls, "__slots__", ()):
+                    if hasattr(exc, slot) and slot not in ("__dict__", "__weakref__"):
+                        setattr(clone, slot, getattr(exc, slot))
+        except Exception:
+            return exc
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        clone.__notes__ = list(notes)  # not shared with the original
     clone.__traceback__ = None
     clone.__cause__ = exc.__cause__
+    clone.__suppress_context__ = exc.__suppress_context__
     clone.__context__ = None
     return clone
