@@ -353,6 +353,15 @@ async def test_terminated_idle_backend_is_replaced_silently(
     pid = await pool.fetchval("SELECT pg_backend_pid()")
     assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
     await _until(_gone(admin, pid), "the backend to exit")
+
+    async def client_noticed() -> bool:
+        # asyncpg's own view of its idle connection (private, test-only): the
+        # pool can only replace a connection once the client has read the
+        # server's goodbye, which may come a moment after the backend exits.
+        holders = pool._pool._holders if pool._pool is not None else []
+        return not any(h._con is not None and not h._con.is_closed() for h in holders)
+
+    await _until(client_noticed, "the client to see its connection closed")
     assert await pool.fetchval("SELECT pg_backend_pid()") != pid
     assert pool.get_circuit_breaker_metrics()["failed_calls"] == 0
 
