@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
@@ -262,6 +263,21 @@ class _PgCommand:
         return str(self.bindir / name)
 
 
+def _pgserver_bindir() -> Path | None:
+    """The binaries bundled by the optional ``pgserver`` package, if installed.
+
+    Imported only when no system PostgreSQL is found; its import-time warnings
+    (platformdirs complaining about XDG_RUNTIME_DIR) are not the user's concern.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pgserver._commands import POSTGRES_BIN_PATH  # optional dependency
+    except Exception:  # not installed, or its layout changed
+        return None
+    return Path(POSTGRES_BIN_PATH)
+
+
 def _pg_bindir() -> Path:
     """The directory holding initdb, pg_ctl and postgres, or RuntimeError."""
     needed = ("initdb", "pg_ctl", "postgres")
@@ -277,15 +293,12 @@ def _pg_bindir() -> Path:
         return tuple(int(n) for n in re.findall(r"\d+", path))
 
     candidates.extend(Path(p) for p in sorted(found, key=version, reverse=True))
-    try:
-        from pgserver._commands import POSTGRES_BIN_PATH  # optional dependency
-
-        candidates.append(Path(POSTGRES_BIN_PATH))
-    except Exception:  # not installed, or its layout changed
-        pass
     for bindir in candidates:
         if all(os.access(bindir / name, os.X_OK) for name in needed):
             return bindir
+    bundled = _pgserver_bindir()
+    if bundled is not None and all(os.access(bundled / name, os.X_OK) for name in needed):
+        return bundled
     raise RuntimeError(
         "ThrowawayPostgres needs the PostgreSQL server binaries (initdb, pg_ctl, postgres): "
         "none found on PATH, under " + ", ".join(_PG_BIN_GLOBS) + ", or from the 'pgserver' "

@@ -55,6 +55,25 @@ async def test_throwaway_postgres_serves_then_stops() -> None:
         assert not server.running
 
 
+async def test_throwaway_postgres_runs_on_pgservers_bundled_binaries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no system PostgreSQL, the binaries bundled by pgserver (the demo extra) serve."""
+    pytest.importorskip("pgserver", reason="pgserver comes with the demo extra")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(_servers, "_PG_BIN_GLOBS", ())
+    bundled = _servers._pgserver_bindir()
+    assert bundled is not None
+    async with asyncio.timeout(TEST_TIMEOUT):
+        async with ThrowawayPostgres() as server:
+            connection = await asyncpg.connect(server.dsn, timeout=5)
+            try:
+                assert await connection.fetchval("SELECT 1") == 1
+            finally:
+                await connection.close()
+            assert server._command is not None and server._command.bindir == bundled
+
+
 def test_throwaway_redis_serves_then_stops() -> None:
     """A ThrowawayRedis answers PING, and after stop its port refuses and its dir is gone."""
 
