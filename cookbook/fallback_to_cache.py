@@ -91,7 +91,9 @@ async def library_version(proxy: FaultProxy, pool: WorkflowConnectionPool, cache
     proxy.pass_through()
     pool.circuit_breaker.reset()  # a fresh start: the database is back, the circuit closed
 
-    @fallback(cache, ttl=300)  # write good answers through; serve them when the database fails
+    # Write good answers through; serve them when the database fails. A function
+    # defined inside another one names its cache keys itself (key=).
+    @fallback(cache, ttl=300, key=lambda user_id: f"users-by-id:{user_id}")
     async def get_user(user_id: int) -> list[dict[str, Any]]:
         query = {"query": "SELECT * FROM users WHERE id = $1", "parameters": [user_id]}
         return await pool.execute_query(query)  # type: ignore[no-any-return]

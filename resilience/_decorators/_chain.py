@@ -6,13 +6,16 @@ f2, ...)`` composes callables of one signature. Failover happens on the same
 errors as ``@fallback``; an ignored error (a bad query) is a bug everywhere
 and propagates at once. A resource whose ``.circuit_breaker`` is open is
 skipped without a call, so an open primary costs no waiting. The chain
-creates no breakers of its own.
+creates no breakers of its own. When a later candidate raises an error that
+does not fail over, that error propagates unchanged; the failures before it
+are logged at DEBUG (logger ``resilience``), never attached to it.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar, overload
 
@@ -32,6 +35,8 @@ from ._common import (
 
 __all__ = ("chain",)
 
+logger = logging.getLogger("resilience")
+
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
@@ -40,8 +45,11 @@ _OPEN_STATES: Final = frozenset({CircuitState.OPEN, CircuitState.FORCED_OPEN})
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
-def _exhausted(name: str, errors: list[Exception]) -> ChainExhaustedError:
-    return ChainExhaustedError(f"{name}: every resource failed ({len(errors)} tried)", errors)
+def _exhausted(name: str, errors: list[Exception], skipped: int) -> ChainExhaustedError:
+    counts = f"{len(errors) - skipped} failed"
+    if skipped:
+        counts += f", {skipped} skipped: circuit open"
+    return ChainExhaustedError(f"{name}: no resource answered ({counts})", errors)
 
 
 def _call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -99,9 +107,22 @@ class _Chain:
         errors.append(exc)
         return True
 
-    def exhausted(self, errors: list[Exception]) -> ChainExhaustedError:
-        """The error raised once every candidate has failed."""
-        return _exhausted(self.name, errors)
+    def exhausted(self, errors: list[Exception], skipped: int) -> ChainExhaustedError:
+        """The error raised once every candidate has failed, ``skipped`` of
+        them without a call (their breaker rejected it)."""
+        return _exhausted(self.name, errors, skipped)
+
+    def give_up(self, exc: Exception, errors: list[Exception]) -> None:
+        """``exc`` does not fail over and propagates unchanged (the rule):
+        the failures before it, if any, are logged at DEBUG so they are not
+        lost without a trace."""
+        if errors and logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "chain %s: %s does not fail over and is raised; earlier failures: %s",
+                self.name,
+                type(exc).__name__,
+                "; ".join(f"{type(e).__module__}.{type(e).__qualname__}: {e}" for e in errors),
+            )
 
     # -- drivers -----------------------------------------------------------
 
@@ -113,15 +134,18 @@ class _Chain:
         kwargs: dict[str, Any],
     ) -> Any:
         errors: list[Exception] = []
+        skipped = 0
         for resource in self.resources:
             if self.skip(resource, errors):
+                skipped += 1
                 continue
             try:
                 return await wrapped(resource, *args, **kwargs)
             except Exception as exc:
                 if not self.fail_over(exc, errors):
+                    self.give_up(exc, errors)
                     raise
-        raise self.exhausted(errors)
+        raise self.exhausted(errors, skipped)
 
     def call_sync(
         self,
@@ -131,15 +155,18 @@ class _Chain:
         kwargs: dict[str, Any],
     ) -> Any:
         errors: list[Exception] = []
+        skipped = 0
         for resource in self.resources:
             if self.skip(resource, errors):
+                skipped += 1
                 continue
             try:
                 return wrapped(resource, *args, **kwargs)
             except Exception as exc:
                 if not self.fail_over(exc, errors):
+                    self.give_up(exc, errors)
                     raise
-        raise self.exhausted(errors)
+        raise self.exhausted(errors, skipped)
 
 
 def _without_resource(fn: Any) -> inspect.Signature | None:

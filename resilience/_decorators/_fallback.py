@@ -97,11 +97,18 @@ _UNSERIALISABLE: Final = (
 )
 
 # Settings of the breaker in front of an external cache: a cache that fails
-# three times in a row is left alone for ten seconds (calls then go to the
-# dependency alone, with no fallback and no write-through).
+# three times in a row, or is slow (>= 0.5 s) for half of its last few
+# operations, is left alone for ten seconds (calls then go to the dependency
+# alone, with no fallback and no write-through). The slow rule costs nothing
+# per call (the breaker times every call anyway); it cannot cut short an
+# operation already running, so a cache must bound its own operations.
 CACHE_BREAKER_SETTINGS: Final[dict[str, Any]] = {
     "failure_threshold": 3,
     "error_rate": None,
+    "slow_call_duration": 0.5,
+    "slow_call_rate": 0.5,
+    "window_size": 10,
+    "minimum_calls": 4,
     "recovery_timeout": 10.0,
     "success_threshold": 1,
     "ignore": _UNSERIALISABLE,
@@ -120,6 +127,10 @@ class _BadCall(TypeError):
 
 
 _EMPTY = inspect.Parameter.empty
+
+# A repr showing a memory address ("<Pool at 0x7f...>") names the object in
+# this process only: it cannot key values shared by a fleet.
+_ADDRESS: Final = re.compile(r" at 0x[0-9a-fA-F]+")
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
@@ -168,12 +179,39 @@ def _encode(value: Any) -> str:
     name = f"{t.__module__}.{t.__qualname__}"
     if isinstance(value, enum.Enum):
         return _prefixed("e", f"{name}.{value.name}")
+    if type(value) is _DefaultMarker:
+        return _prefixed("d", value.name)
     representation: Any = t.__repr__
     if representation is object.__repr__:
         raise UnkeyableError(
             f"{name} has no stable representation (its repr is its memory address)"
         )
-    return _prefixed("o", f"{name}:{value!r}")
+    text = repr(value)
+    if _ADDRESS.search(text) is not None:
+        # Never the address itself in the message: it is reported once per text.
+        raise UnkeyableError(
+            f"{name} has no stable representation (its repr shows a memory address)"
+        )
+    return _prefixed("o", f"{name}:{text}")
+
+
+class _DefaultMarker:
+    """Stands in a key for a parameter's own default when that default has no
+    stable text (a sentinel such as ``_UNSET = object()``): ``f(x)`` and
+    ``f(x, limit=_UNSET)`` share the key ``limit=<default>``."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, parameter: str) -> None:
+        self.name = f"{parameter}=<default>"
+
+
+def _keyable(value: Any) -> bool:
+    try:
+        _encode(value)
+    except Exception:
+        return False
+    return True
 
 
 class _Binder:
@@ -220,6 +258,41 @@ class _Binder:
         return tuple(bound.arguments.values())
 
 
+class _MarkingBinder(_Binder):
+    """A :class:`_Binder` for a signature with unkeyable defaults (sentinels):
+    a value that *is* such a default becomes a :class:`_DefaultMarker`."""
+
+    __slots__ = ("_marks",)
+
+    def __init__(
+        self, sig: inspect.Signature, marks: tuple[tuple[int, Any, _DefaultMarker], ...]
+    ) -> None:
+        super().__init__(sig)
+        self._marks = marks
+
+    def values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        values = super().values(args, kwargs)
+        marked: list[Any] | None = None
+        for index, default, marker in self._marks:
+            if index < len(values) and values[index] is default:
+                if marked is None:
+                    marked = list(values)
+                marked[index] = marker
+        return values if marked is None else tuple(marked)
+
+
+def _binder(sig: inspect.Signature | None) -> _Binder:
+    """A binder for ``sig``; one that marks sentinel defaults if it has any."""
+    if sig is None:
+        return _Binder(sig)
+    marks = tuple(
+        (index, p.default, _DefaultMarker(p.name))
+        for index, p in enumerate(sig.parameters.values())
+        if p.default is not _EMPTY and not _keyable(p.default)
+    )
+    return _MarkingBinder(sig, marks) if marks else _Binder(sig)
+
+
 def _signature(fn: Any) -> inspect.Signature | None:
     try:
         return inspect.signature(unwrap_descriptor(fn))
@@ -238,10 +311,7 @@ def _drop_first(sig: inspect.Signature | None) -> inspect.Signature | None:
 
 _MEMO_TYPES: Final = frozenset({int, str, bytes, bool, type(None)})
 _MEMO_SIZE: Final = 1024
-
-# A repr showing a memory address ("<Pool at 0x7f...>") names the object in
-# this process only: it cannot key values shared by a fleet.
-_ADDRESS: Final = re.compile(r" at 0x[0-9a-fA-F]+")
+_MODES_SIZE: Final = 256  # classes whose identity mode is remembered (bounded)
 
 
 _LEFT_OUT: Final = "left out"  # the instance is left out of the key
@@ -271,6 +341,8 @@ def _identity(instance: Any, modes: dict[type, str]) -> str | None:
     cls = type(instance)
     mode = modes.get(cls)
     if mode is None:
+        if len(modes) >= _MODES_SIZE:
+            modes.clear()  # bounded: never a strong reference to every class seen
         mode = modes[cls] = _identity_mode(cls)
     if mode is _OWN_KEY:
         own = instance.__resilience_key__
@@ -318,7 +390,7 @@ class KeyMaker:
         self._custom = custom
         self._pass_instance = not isinstance(fn, staticmethod)
         sig = _signature(fn)  # of the function itself: self/cls included
-        self._full = _Binder(sig)
+        self._full = _binder(sig)
         self._tail: _Binder | None = None
         self._memo: dict[tuple[str | None, tuple[Any, ...], tuple[type, ...]], str] = {}
         self._modes: dict[type, str] = {}
@@ -332,7 +404,7 @@ class KeyMaker:
     def _tail_binder(self) -> _Binder:
         tail = self._tail
         if tail is None:
-            tail = self._tail = _Binder(_drop_first(self._full._sig))
+            tail = self._tail = _binder(_drop_first(self._full._sig))
         return tail
 
     def key(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -442,6 +514,25 @@ class LocalCache:
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+_LOCALS_WARNED: set[str] = set()
+
+
+def _warn_local_function(name: str) -> None:
+    """Warn (once per name) that a function defined inside another shares its
+    default keys with every other function that factory makes."""
+    if "<locals>" not in name or name in _LOCALS_WARNED:
+        return
+    if len(_LOCALS_WARNED) < 1024:
+        _LOCALS_WARNED.add(name)
+    logger.warning(
+        "fallback for %s: a function defined inside another function; every function "
+        "that factory makes has this name, so they share cache keys and, with a shared "
+        "cache, one may be served another's values; pass key= to @fallback with "
+        "something that tells them apart",
+        name,
+    )
 
 
 def _is_cache(source: Any) -> bool:
@@ -577,6 +668,8 @@ class _Fallback:
                 self.cache_breaker = CircuitBreaker(
                     f"fallback-cache:{self.name}", clock=clock, **CACHE_BREAKER_SETTINGS
                 )
+                if key is None:
+                    _warn_local_function(self.name)
         elif source is not None:
             self.source_fn = source
         # True from a triggering failure until the next success: while the
@@ -621,16 +714,16 @@ class _Fallback:
     # -- cache envelope ----------------------------------------------------
 
     def _unpack(self, raw: Any, key: str) -> tuple[Any, float] | None:
-        """``(value, age)`` from a stored envelope, or ``None`` for a miss."""
+        """``(value, stored_at)`` from a stored envelope, or ``None`` for a
+        miss. Expiry is checked where the entry is used (:meth:`serve`,
+        :meth:`is_fresh`), with the time of that moment: an entry read before
+        a slow attempt may have expired by the time it would be served."""
         if raw is None:
             return None
         if type(raw) in (tuple, list) and len(raw) == 2:
             value, stored_at = raw
             if isinstance(stored_at, int | float) and not isinstance(stored_at, bool):
-                age = max(0.0, self.clock.time() - stored_at)
-                if self.ttl is not None and age > self.ttl:
-                    return None
-                return value, age
+                return value, stored_at
         logger.debug("fallback for %s: ignoring a foreign value under %s", self.name, key)
         return None
 
@@ -694,7 +787,7 @@ class _Fallback:
         return self._unpack(raw, key)
 
     async def read(self, key: str) -> tuple[Any, float] | None:
-        """The cached ``(value, age)`` for ``key`` (one read shared by every
+        """The cached ``(value, stored_at)`` for ``key`` (one read shared by every
         concurrent reader of the same key), or ``None``."""
         result = await self.reads.run(key, lambda: self._read_once(key))
         if type(result) is tuple and len(result) == 2 and result[0] is _ERROR:
@@ -717,11 +810,12 @@ class _Fallback:
 
     # -- decisions (sans-I/O: no awaiting, no cache access) ----------------
 
-    def after_failure(self, exc: Exception, cached: Any) -> Any:
-        """What a failed call leads to, given the cache entry read before the
-        call (``_UNREAD`` if none was): :data:`_RAISE`, :data:`_READ` (read
-        the cache, then :meth:`serve` the entry), :data:`_SOURCE` (call the
-        callable source), or the value to serve. Marks the dependency down."""
+    def after_failure(self, exc: Exception, cached: Any, now: float) -> Any:
+        """What a failed call leads to at ``now`` (the clock's wall time),
+        given the cache entry read before the call (``_UNREAD`` if none was):
+        :data:`_RAISE`, :data:`_READ` (read the cache, then :meth:`serve` the
+        entry), :data:`_SOURCE` (call the callable source), or the value to
+        serve. Marks the dependency down."""
         if not self.trigger(exc):
             return _RAISE
         if self.cache is None:
@@ -729,21 +823,32 @@ class _Fallback:
         self.down = True
         if cached is _UNREAD:
             return _READ
-        return self.serve(cached)
+        return self.serve(cached, now)
 
-    def serve(self, cached: tuple[Any, float] | None) -> Any:
-        """What to serve in place of an answer, given a cache entry (or a
-        miss): its value, else the default, else :data:`_RAISE`."""
-        if cached is not None:
+    def live(self, cached: tuple[Any, float] | None, now: float) -> bool:
+        """Whether ``cached`` (``(value, stored_at)``) exists and is no older
+        than ``ttl`` at ``now``."""
+        if cached is None:
+            return False
+        ttl = self.ttl
+        return ttl is None or now - cached[1] <= ttl
+
+    def serve(self, cached: tuple[Any, float] | None, now: float) -> Any:
+        """What to serve in place of an answer at ``now``, given a cache entry
+        (or a miss): its value unless it is older than ``ttl`` by then, else
+        the default, else :data:`_RAISE`."""
+        if self.live(cached, now):
+            assert cached is not None
             return cached[0]
         if self.default is not MISSING:
             return self.default
         return _RAISE
 
-    def is_fresh(self, cached: tuple[Any, float] | None) -> bool:
-        """Whether ``cached`` may be served without calling (``fresh_ttl``)."""
+    def is_fresh(self, cached: tuple[Any, float] | None, now: float) -> bool:
+        """Whether ``cached`` may be served at ``now`` without calling
+        (younger than ``fresh_ttl``; a clock gone backwards counts as age 0)."""
         fresh_ttl = self.fresh_ttl
-        return cached is not None and fresh_ttl is not None and cached[1] <= fresh_ttl
+        return cached is not None and fresh_ttl is not None and now - cached[1] <= fresh_ttl
 
     # -- async drivers -----------------------------------------------------
 
@@ -762,10 +867,11 @@ class _Fallback:
         kwargs: dict[str, Any],
     ) -> Any:
         """Carry out :meth:`after_failure`: the value to serve, or ``_RAISE``."""
-        step = self.after_failure(exc, cached)
+        step = self.after_failure(exc, cached, self.clock.time())
         if step is _READ:
             assert key is not None
-            return self.serve(await self.read(key))
+            entry = await self.read(key)
+            return self.serve(entry, self.clock.time())
         if step is _SOURCE:
             assert self.source_fn is not None
             step = self.source_fn(*self._source_args(instance, args), **kwargs)
@@ -830,8 +936,10 @@ class _Fallback:
     ) -> tuple[str, Any]:
         """The dependency is known down: one attempt per key (and instance) at
         a time. Identical callers meanwhile are served what the cache held
-        when it started, at once; only when there is nothing to serve do they
-        wait for its answer (a copy of its error, never the same object)."""
+        when it started, at once, if it has not expired since (ttl is checked
+        now, not when the attempt read it); only when there is nothing to
+        serve do they wait for its answer (a copy of its error, never the
+        same object)."""
         loop = asyncio.get_running_loop()
         pkey = (loop, key) if instance is None else (loop, key, id(instance))
         probes = self.probes
@@ -843,9 +951,10 @@ class _Fallback:
             cached = await asyncio.shield(probe.stale)
             if cached is _ABANDONED:
                 continue
-            if self.is_fresh(cached):
+            now = self.clock.time()
+            if self.is_fresh(cached, now):
                 return _HIT, cached[0]
-            value = self.serve(cached)
+            value = self.serve(cached, now)
             if value is not _RAISE:
                 return _SERVED, value
             result = await asyncio.shield(probe.done)
@@ -881,7 +990,7 @@ class _Fallback:
         kwargs: dict[str, Any],
     ) -> tuple[str, Any]:
         """One call, the cache already read: ``(kind, value)``, or the error."""
-        if self.is_fresh(cached):
+        if self.is_fresh(cached, self.clock.time()):
             assert cached is not None
             return _HIT, cached[0]
         try:
@@ -928,10 +1037,11 @@ class _Fallback:
         kwargs: dict[str, Any],
     ) -> Any:
         """Carry out :meth:`after_failure`: the value to serve, or ``_RAISE``."""
-        step = self.after_failure(exc, cached)
+        step = self.after_failure(exc, cached, self.clock.time())
         if step is _READ:
             assert key is not None
-            return self.serve(self._read_sync(key))
+            entry = self._read_sync(key)
+            return self.serve(entry, self.clock.time())
         if step is _SOURCE:
             assert self.source_fn is not None
             return self.source_fn(*self._source_args(instance, args), **kwargs)
@@ -952,7 +1062,7 @@ class _Fallback:
                 return wrapped(*args, **kwargs)
             if self.fresh_ttl is not None:
                 cached = self._read_sync(key)
-                if self.is_fresh(cached):
+                if self.is_fresh(cached, self.clock.time()):
                     return cached[0]
         try:
             result = wrapped(*args, **kwargs)
@@ -1067,13 +1177,19 @@ def fallback(
     time of the clock, so a cached ``None`` is a value. A cache error is a
     miss and never hides the original error; a failed write (cache down,
     value not serialisable) is logged and never fails a good call; after 3
-    consecutive cache errors the cache is left alone for 10 s (its breaker is
-    ``.cache_breaker``). Concurrent identical misses share one cache read;
+    consecutive cache errors, or once half of its last few operations took
+    0.5 s or more, the cache is left alone for 10 s (its breaker is
+    ``.cache_breaker``). A cache must bound its own operations (``redis_cache``
+    does, 0.25 s): a write that never returns holds the call. A value older
+    than ``ttl`` when it would be served is never served, even if it was
+    younger when read. Concurrent identical misses share one cache read;
     while the dependency is down (from a triggering failure to the next
     success) identical calls (same key, same instance) make one attempt at a
     time: the others are served the cached value, else the default, at once
-    (degraded); with nothing to serve they wait for the attempt and get its
-    answer, or a copy of its error (``resilience._errors.fresh_copy``).
+    (degraded); with nothing to serve (or an entry expired since the attempt
+    read it) they wait for the attempt and get its answer, or a copy of its
+    error (``resilience._errors.fresh_copy``). A ``fresh_ttl`` hit makes no
+    call, so it says nothing about the dependency and does not end that state.
 
     Args:
         source: a cache (an aiocache ``BaseCache``, or any object with
@@ -1096,15 +1212,22 @@ def fallback(
             used verbatim. Default ``None``:
             ``"resilience:fallback:{module.qualname}:{digest}"``, a 128-bit
             digest of the bound arguments with defaults applied; stable across
-            processes and collision-free. ``self`` is included when it
+            processes and collision-free. A parameter left at a default that
+            has no stable text (a sentinel such as ``_UNSET = object()``) is
+            keyed as ``name=<default>``. ``self`` is included when it
             identifies itself: by ``__resilience_key__`` (an attribute, or a
             method returning a keyable value), else by a ``__repr__`` its
             class defines (unless it shows a memory address); otherwise it
             is left out and instances share values. ``cls`` is left out.
-            An argument with no stable representation (its ``repr`` is its
-            address) means the call runs without the cache (logged once).
+            An argument with no stable representation (its ``repr`` is, or
+            shows, a memory address) means the call runs without the cache
+            (logged once). The key names the function by its qualified name,
+            so functions made by one factory (``make.<locals>.fetch``) share
+            keys: with an external cache and no ``key``, decorating one logs a
+            WARNING (once per name); pass ``key`` to tell them apart.
         ttl: seconds a written value is kept, the longest a stale value may
-            be served; > 0, or ``None`` for as long as the cache keeps it.
+            be served (checked when it is served); > 0, or ``None`` for as
+            long as the cache keeps it.
             Default 86400 (a day). Ignored without a cache.
         fresh_ttl: seconds during which a cached value is served without
             calling at all (read-through); > 0 and <= ``ttl``. Default

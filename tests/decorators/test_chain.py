@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from typing import Any
 
 import pytest
@@ -507,3 +508,37 @@ async def test_cancellation_never_fails_over(primary: Pool, backup: Pool) -> Non
     with pytest.raises(asyncio.CancelledError):
         await find(1)
     assert backup.calls == 0
+
+
+async def test_an_error_that_does_not_fail_over_logs_the_earlier_failures(
+    primary: Pool, backup: Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A later ignored error is raised unchanged; the failures before it are logged at DEBUG."""
+    primary.error = ConnectionError("primary down")
+    error = SqlError("42601")
+    backup.error = error
+
+    @chain(primary, backup)
+    async def find(pool: Pool, x: int) -> tuple[str, Any]:
+        return await pool.query(x)
+
+    with caplog.at_level(logging.DEBUG, logger="resilience"), pytest.raises(SqlError) as raised:
+        await find(1)
+    assert raised.value is error
+    assert "ConnectionError: primary down" in caplog.text
+
+
+async def test_the_exhausted_message_counts_failed_and_skipped(primary: Pool, backup: Pool) -> None:
+    """ChainExhaustedError says how many resources failed and how many were skipped."""
+    primary.circuit_breaker.force_open()
+    backup.error = ConnectionError()
+    third = Pool("third")
+    third.error = ConnectionError()
+
+    @chain(primary, backup, third)
+    async def find(pool: Pool, x: int) -> tuple[str, Any]:
+        return await pool.query(x)
+
+    with pytest.raises(ChainExhaustedError) as raised:
+        await find(1)
+    assert "2 failed, 1 skipped" in str(raised.value)

@@ -918,6 +918,7 @@ async def test_arguments_that_do_not_fit_raise_the_functions_error(
     async def get(x: int) -> int:
         return x
 
+    caplog.clear()  # decoration may warn (a function defined in a function)
     with pytest.raises(TypeError):
         await get(1, 2)  # type: ignore[call-arg]
     assert not caplog.records
@@ -1631,3 +1632,213 @@ async def test_a_breaker_around_the_cache_is_not_registered(cache: CountingCache
 
     assert isinstance(get.cache_breaker, CircuitBreaker)  # type: ignore[attr-defined]
     assert len(registry) == before
+
+
+# -- expiry is checked when a value is served ---------------------------------------
+
+
+async def test_a_follower_waits_rather_than_serve_an_entry_that_expired_meanwhile() -> None:
+    """While down, an entry that passed ttl during a hung attempt is not served to followers."""
+    clock = FakeClock()
+    gate = asyncio.Event()
+    gate.set()
+    down = False
+
+    @fallback(ttl=60, clock=clock)
+    async def get(x: int) -> str:
+        await gate.wait()
+        if down:
+            raise ConnectionError("down")
+        return "good"
+
+    await get(1)
+    clock.advance(50)
+    down = True
+    assert await get(1) == "good"  # served (50 s old); the dependency is now known down
+    gate.clear()
+    leader = asyncio.create_task(get(1))  # reads the entry, then hangs
+    for _ in range(3):
+        await asyncio.sleep(0)
+    clock.advance(3600)
+    follower = asyncio.create_task(get(1))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not follower.done()
+    gate.set()
+    with pytest.raises(ConnectionError):
+        await leader
+    with pytest.raises(ConnectionError):
+        await follower
+
+
+async def test_an_attempt_does_not_serve_an_entry_that_expired_during_its_call() -> None:
+    """The entry read before a slow call is checked against ttl again when the call fails."""
+    clock = FakeClock()
+    slow = False
+
+    @fallback(ttl=60, clock=clock)
+    async def get(x: int) -> str:
+        if slow:
+            if x == 1:
+                clock.advance(3600)
+            raise ConnectionError("down")
+        return "good"
+
+    await get(1)
+    slow = True
+    with pytest.raises(ConnectionError):
+        await get(2)  # nothing cached: raised, and the dependency is known down
+    with pytest.raises(ConnectionError):
+        await get(1)  # read while 0 s old, 3600 s old once the call failed
+
+
+def test_a_sync_call_does_not_serve_an_entry_that_expired_during_the_call() -> None:
+    """Sync read-through: the entry read before the call is not served once past ttl."""
+    clock = FakeClock()
+    slow = False
+
+    @fallback(SyncCache(), ttl=60, fresh_ttl=10, clock=clock)
+    def get(x: int) -> str:
+        if slow:
+            clock.advance(3600)
+            raise ConnectionError("down")
+        return "good"
+
+    get(1)
+    clock.advance(11)
+    slow = True
+    with pytest.raises(ConnectionError):
+        get(1)
+
+
+# -- keys: factories, sentinels, addresses ---------------------------------------------
+
+
+def test_a_factory_made_function_with_a_shared_cache_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Functions made by one factory share keys: one WARNING names them and recommends key=."""
+
+    def make(table: str) -> Any:
+        @fallback(CountingCache())
+        async def fetch(row_id: int) -> str:
+            return f"{table}:{row_id}"
+
+        return fetch
+
+    with caplog.at_level(logging.WARNING, logger="resilience"):
+        make("users")
+        make("orders")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "make.<locals>.fetch" in warnings[0]
+    assert "key=" in warnings[0]
+
+
+def test_a_local_function_with_key_or_the_builtin_cache_does_not_warn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A key= callable, or the per-function LRU, cannot mix factories' values: no warning."""
+    with caplog.at_level(logging.WARNING, logger="resilience"):
+
+        @fallback(CountingCache(), key=lambda row_id: f"users:{row_id}")
+        async def fetch(row_id: int) -> int:
+            return row_id
+
+        @fallback()
+        async def fetch_local(row_id: int) -> int:
+            return row_id
+
+    assert not caplog.records
+
+
+_UNSET: Any = object()
+
+
+async def test_a_sentinel_default_does_not_switch_the_cache_off(
+    dep: Dependency, cache: CountingCache
+) -> None:
+    """A call leaving out a parameter whose default is a sentinel object is still cached."""
+
+    @fallback(cache)
+    async def search(q: str, limit: Any = _UNSET) -> Any:
+        return await dep.fetch(q)
+
+    good = await search("a")
+    dep.down = True
+    assert await search("a") == good
+
+
+def test_passing_the_sentinel_default_is_the_same_call() -> None:
+    """f(x) and f(x, limit=<the sentinel>) share a key; another object is unkeyable."""
+
+    @fallback(CountingCache())
+    async def search(q: str, limit: Any = _UNSET) -> None: ...
+
+    assert search.cache_key("a") == search.cache_key("a", limit=_UNSET)  # type: ignore[attr-defined]
+    assert search.cache_key("a") == search.cache_key("a", _UNSET)  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        search.cache_key("a", object())  # type: ignore[attr-defined]
+
+
+async def test_an_argument_whose_repr_shows_an_address_runs_without_the_cache(
+    cache: CountingCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A repr with a memory address names one object: no key, no junk entries, one log line."""
+
+    class Conn:
+        def __repr__(self) -> str:
+            return f"<Conn at {id(self):#x}>"
+
+    @fallback(cache)
+    async def by_conn(conn: Conn, q: str) -> str:
+        return q
+
+    caplog.clear()
+    for _ in range(3):
+        assert await by_conn(Conn(), "x") == "x"
+    assert cache.sets == 0
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+def test_the_key_maker_keeps_no_class_alive_forever() -> None:
+    """Classes seen as self are remembered in a bounded table: a discarded one is collected."""
+    import gc
+    import weakref
+
+    @fallback(CountingCache())
+    async def get(self: Any, x: int) -> None: ...
+
+    first = type("First", (), {"get": get})
+    first().get.cache_key(1)
+    ref = weakref.ref(first)
+    del first
+    for i in range(300):
+        type(f"C{i}", (), {"get": get})().get.cache_key(1)
+    gc.collect()
+    assert ref() is None
+
+
+# -- a slow cache ------------------------------------------------------------------------
+
+
+async def test_a_slow_cache_is_switched_off(dep: Dependency) -> None:
+    """A cache whose operations take >= 0.5 s is left alone after a few calls."""
+    clock = FakeClock()
+
+    class SlowCache(CountingCache):
+        async def set(self, key: str, value: Any, ttl: Any = None) -> bool:
+            clock.advance(1.0)
+            return await super().set(key, value, ttl)
+
+    cache = SlowCache()
+
+    @fallback(cache, clock=clock)
+    async def get(x: int) -> Any:
+        return await dep.fetch(x)
+
+    for x in range(10):
+        await get(x)
+    assert get.cache_breaker.state is CircuitState.OPEN  # type: ignore[attr-defined]
+    assert cache.sets <= 5
+    assert dep.calls == 10

@@ -189,9 +189,13 @@ def build_app(
         replica = _make_pool(replica_dsn, replica_breaker, db_timeout=db_timeout)
         pools.append(replica)
         guarded = circuit("users-db", registry=registry, **breaker_fields)(load_user)
-        get_user = fallback(cache, ttl=300)(guarded)
+        # These functions come from a factory (one app per run), so their
+        # cache keys name the run's schema: runs sharing a Redis never mix.
+        get_user = fallback(cache, ttl=300, key=lambda user_id: f"{schema}:user:{user_id}")(guarded)
         find_orders = chain(primary, replica)(load_orders)
-        list_products = fallback(cache, ttl=3600, fresh_ttl=PRODUCTS_FRESH)(load_products)
+        list_products = fallback(
+            cache, ttl=3600, fresh_ttl=PRODUCTS_FRESH, key=lambda: f"{schema}:products"
+        )(load_products)
     else:
 
         async def plain_orders(customer_id: int) -> list[dict[str, Any]]:
