@@ -22,7 +22,6 @@ from typing import Any, Concatenate, Final, ParamSpec, TypeVar, overload
 import wrapt
 
 from .._breaker import CircuitBreaker
-from .._config import CircuitState
 from .._errors import ChainExhaustedError
 from ._common import (
     Trigger,
@@ -41,7 +40,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
-_OPEN_STATES: Final = frozenset({CircuitState.OPEN, CircuitState.FORCED_OPEN})
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
