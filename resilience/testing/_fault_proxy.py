@@ -221,8 +221,16 @@ class FaultProxy:
 
     @property
     def mode(self) -> FaultMode:
-        """The current mode, one of ``pass refuse blackhole reset latency``."""
+        """The current mode, one of ``pass refuse blackhole reset latency``.
+
+        Assignable for the modes without parameters (``proxy.mode = "refuse"``);
+        ``latency`` needs its delay: use :meth:`latency` or :meth:`set_mode`.
+        """
         return self._mode
+
+    @mode.setter
+    def mode(self, name: str) -> None:
+        self.set_mode(name)
 
     @property
     def latency_seconds(self) -> float:

@@ -293,6 +293,20 @@ def test_set_mode_switches_by_name() -> None:
     assert (fault_proxy.mode, fault_proxy.latency_seconds) == ("blackhole", 0.0)
 
 
+async def test_mode_can_be_assigned_by_name(proxy: FaultProxy) -> None:
+    """`proxy.mode = "refuse"` switches like refuse(); latency still needs its delay."""
+    proxy.mode = "refuse"
+    assert proxy.mode == "refuse"
+    with pytest.raises(OSError):
+        async with asyncio.timeout(IO_TIMEOUT):
+            await asyncio.open_connection(proxy.host, proxy.port)
+    proxy.mode = "pass"
+    async with client(proxy) as (reader, writer):
+        assert await round_trip(reader, writer, b"back") == b"back"
+    with pytest.raises(TypeError, match="seconds"):
+        proxy.mode = "latency"
+
+
 def test_set_mode_rejects_unknown_name() -> None:
     """An unknown mode name is a ValueError that names it."""
     with pytest.raises(ValueError, match="'partition'"):
