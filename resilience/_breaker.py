@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 from ._categories import ErrorCategory, Outcome, judge_for
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import CircuitConfig, CircuitState, make_config
+from ._decorators._common import is_async_callable
 from ._errors import CircuitOpenError
 from ._machine import Machine, Transition
 
@@ -60,12 +61,6 @@ def add_global_observer(fn: Callable[[CircuitBreaker, Transition], None]) -> Cal
             pass
 
     return remove
-
-
-def _is_async_callable(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
-    )
 
 
 class CircuitBreaker:
@@ -472,7 +467,7 @@ class CircuitBreaker:
         """
         if not callable(fn):
             raise TypeError(f"listener must be callable, got {fn!r}")
-        entry = (fn, _is_async_callable(fn))
+        entry = (fn, is_async_callable(fn))
         with self._lock:
             self._listeners = (*self._listeners, entry)
 
