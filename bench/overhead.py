@@ -21,7 +21,7 @@ import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from resilience import CircuitBreaker, Registry, circuit
+from resilience import CircuitBreaker, CircuitState, Registry, circuit
 
 Case = Callable[[int], Awaitable[Any]]
 
@@ -50,10 +50,21 @@ def build_cases() -> dict[str, tuple[Case, bool]]:
             False,
         ),
     }
+
+    class Repository:
+        @circuit("method", registry=reg)
+        async def get(self, x: int) -> int:
+            return x
+
+    cases["@circuit on a method (count window)"] = (Repository().get, False)
     plain = reg.get_or_create("call")
     cases["breaker.call(fn, x)"] = (lambda x: plain.call(target, x), False)
-    opened = reg.get_or_create("open", recovery_timeout=3600)
-    opened.force_open()
+    # Tripped by a failure (OPEN, an hour to go), as in an outage.
+    opened = reg.get_or_create("open", failure_threshold=1, recovery_timeout=3600)
+    permit = opened.try_acquire()
+    assert permit is not None
+    permit.failure(ConnectionError("down"))
+    assert opened.state is CircuitState.OPEN
     cases["rejection when open (raises CircuitOpenError)"] = (
         circuit("open", registry=reg)(target),
         True,

@@ -59,15 +59,17 @@ _STATES = tuple(s.value for s in CircuitState)
 
 
 class _HistogramMemory:
-    """Last exported cumulative buckets of one breaker. The breaker's
-    histogram is scaled from a sample past 1,024 calls, so an estimate can dip
-    between scrapes; Prometheus would read a dip as a counter reset."""
+    """Last exported cumulative buckets, count and sum of one breaker. The
+    breaker's histogram and mean latency are estimated from a sample past
+    1,024 calls, so an estimate can dip between scrapes; Prometheus would read
+    a dip as a counter reset."""
 
-    __slots__ = ("buckets", "count", "finished")
+    __slots__ = ("buckets", "count", "finished", "total")
 
     def __init__(self) -> None:
         self.finished = 0
         self.count = 0
+        self.total = 0.0
         self.buckets: list[int] = []
 
 
@@ -174,8 +176,10 @@ class ResilienceCollector:
             calls.add_metric([name, "ignored"], m["ignored_calls"])
             rejections.add_metric([name], m["rejected_calls"])
             finished = m["successful_calls"] + m["failed_calls"]
-            buckets, count = self._buckets(name, breaker.latency_histogram(), finished)
             total_seconds = m["avg_latency_ms"] * finished / 1000.0
+            buckets, count, total_seconds = self._buckets(
+                name, breaker.latency_histogram(), finished, total_seconds
+            )
             pairs = [(_le(b), float(c)) for b, c in zip(self._bounds, buckets, strict=True)]
             pairs.append(("+Inf", float(count)))
             latency.add_metric([name], pairs, sum_value=total_seconds)
@@ -188,10 +192,10 @@ class ResilienceCollector:
         return (state, transitions, calls, rejections, latency)
 
     def _buckets(
-        self, name: str, histogram: list[tuple[float, int]], finished: int
-    ) -> tuple[list[int], int]:
-        """Cumulative counts at the chosen bounds and the total, never below
-        what was last exported for this breaker (unless it was reset)."""
+        self, name: str, histogram: list[tuple[float, int]], finished: int, total: float
+    ) -> tuple[list[int], int, float]:
+        """Cumulative counts at the chosen bounds, the count and the sum, never
+        below what was last exported for this breaker (unless it was reset)."""
         cumulative: list[int] = []
         running = 0
         i = 0
@@ -208,10 +212,12 @@ class ResilienceCollector:
             if memory.buckets:
                 cumulative = [max(a, b) for a, b in zip(cumulative, memory.buckets, strict=True)]
             count = max(count, memory.count, cumulative[-1] if cumulative else 0)
+            total = max(total, memory.total)
             memory.finished = finished
             memory.buckets = cumulative
             memory.count = count
-        return cumulative, count
+            memory.total = total
+        return cumulative, count, total
 
 
 def _le(bound: float) -> str:

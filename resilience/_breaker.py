@@ -1,9 +1,11 @@
 """`CircuitBreaker`: the decision engine (`_machine.Machine`) plus a lock, a
 clock, listeners and the ways to guard code with it.
 
-The hot path (a call admitted while CLOSED) reads the state without the lock,
-reads the clock twice and takes the lock once to record the result. No lock is
-ever held across an ``await`` or while a listener runs.
+The hot path of ``@circuit`` is generated per function in
+``resilience._hotpath``: admission and a settled success take no lock, and
+most calls read no clock. ``call``/``call_sync`` and the guards below read the
+state without the lock, read the clock twice and take the lock once to record
+the result. No lock is ever held across an ``await`` or while a listener runs.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._config import CircuitConfig, CircuitState, make_config
 from ._decorators._common import is_async_callable
 from ._errors import CircuitOpenError
-from ._machine import Machine, Transition
+from ._machine import LOCK_FREE, Machine, Transition
 
 if TYPE_CHECKING:
     from ._store import StateStore
@@ -41,6 +43,7 @@ Listener = Callable[[CircuitState, CircuitState, str], Any]
 _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN
 _HALF_OPEN: Final = CircuitState.HALF_OPEN
+_FORCED_OPEN: Final = CircuitState.FORCED_OPEN
 _FAILURE: Final = Outcome.FAILURE
 _TRIP: Final = Outcome.TRIP
 _SUCCESS: Final = Outcome.SUCCESS
@@ -48,6 +51,10 @@ _SUCCESS: Final = Outcome.SUCCESS
 # Observers of every breaker's transitions (``resilience.testing.capture_events``
 # and the metrics integrations): ``fn(breaker, transition)``, sync only.
 _global_observers: list[Callable[[CircuitBreaker, Transition], None]] = []
+
+
+def _since(start: float | None, now: float) -> float | None:
+    return None if start is None else now - start
 
 
 def add_global_observer(fn: Callable[[CircuitBreaker, Transition], None]) -> Callable[[], None]:
@@ -148,15 +155,17 @@ class CircuitBreaker:
             if pending:
                 m.pending = None
             if gen < 0:
-                error = CircuitOpenError(
-                    self._name, m.state, m.rejected_retry_after, m.last_failure_category
-                )
+                state, retry_after = m.state, m.rejected_retry_after
         finally:
             lock.release()
         if pending:
             self._deliver(pending)
         if gen < 0:
-            raise error
+            # Built in the raise statement, never held in a local: a local
+            # would tie the error to this frame through its traceback, a
+            # cycle only the garbage collector frees (it doubled the cost of
+            # a rejection).
+            raise CircuitOpenError(self._name, state, retry_after, m.last_failure_category)
         return gen
 
     def _admit(self) -> int:
@@ -169,23 +178,44 @@ class CircuitBreaker:
     def _settle_success(self, gen: int, start: float) -> None:
         self._record_success(self._m, gen, start, self._now())
 
-    def _settle_error(self, gen: int, start: float, exc: BaseException) -> None:
+    # ``start`` is None for a call that was not timed (see ``_hotpath``).
+
+    def _settle_error(self, gen: int, start: float | None, exc: BaseException) -> None:
         outcome, category = self._judge.judge_and_mark(exc)
         if outcome is _FAILURE or outcome is _TRIP:
             self._settle_failure(gen, start, category or ErrorCategory.UNKNOWN_ERROR, outcome)
         elif outcome is _SUCCESS:
-            self._commit(lambda m, now: m.on_success(gen, now, now - start))
+            self._commit(lambda m, now: m.on_success(gen, now, _since(start, now)))
         else:
             self._settle_ignored(gen, start)
 
     def _settle_failure(
-        self, gen: int, start: float, category: ErrorCategory, outcome: Outcome = _FAILURE
+        self,
+        gen: int,
+        start: float | None,
+        category: ErrorCategory,
+        outcome: Outcome = _FAILURE,
     ) -> None:
         trip = outcome is _TRIP
-        self._commit(lambda m, now: m.on_failure(gen, now, now - start, category, trip))
+        self._commit(lambda m, now: m.on_failure(gen, now, _since(start, now), category, trip))
 
-    def _settle_ignored(self, gen: int, start: float) -> None:
-        self._commit(lambda m, now: m.on_ignored(gen, now, now - start))
+    def _settle_ignored(self, gen: int, start: float | None) -> None:
+        self._commit(lambda m, now: m.on_ignored(gen, now, _since(start, now)))
+
+    def _finish(self, gen: int, end: float | None, duration: float | None, weight: int) -> None:
+        """Record a success under the lock (``end`` None: read the clock)."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            m = self._m
+            m.on_success(gen, self._now() if end is None else end, duration, weight)
+            pending = m.pending
+            if pending:
+                m.pending = None
+        finally:
+            lock.release()
+        if pending:
+            self._deliver(pending)
 
     # Everything but the hot path commits to the machine through these two:
     # the lock is held only while the machine decides, and the transitions it
@@ -333,7 +363,16 @@ class CircuitBreaker:
         """
         m = self._m
         gen = m.gen
-        if m.state is not _CLOSED:
+        s = m.state
+        if s is not _CLOSED:
+            # Lock-free rejections, as in resilience._hotpath.
+            if s is _OPEN and LOCK_FREE:
+                if self._now() < m.open_until and gen == m.gen:
+                    m.rejected_calls += 1
+                    return None
+            elif s is _FORCED_OPEN and LOCK_FREE:
+                m.rejected_calls += 1
+                return None
             gen = self._commit(lambda m, now: m.admit(now))
             if gen < 0:
                 return None
@@ -574,7 +613,7 @@ class CircuitBreaker:
         """Lifetime counters of the breaker, in bounded memory."""
         with self._lock:
             m = self._m
-            finished = m.successful_calls + m.failed_calls
+            timed = m.timed_calls
             p99 = m.latency_quantile(0.99)
             return {
                 "open_count": m.open_count,
@@ -587,7 +626,7 @@ class CircuitBreaker:
                 "failures_by_category": m.failures_by_category_dict(),
                 "state": m.state.value,
                 "state_changes": m.state_changes,
-                "avg_latency_ms": (m.avg_latency_sum / finished * 1000.0) if finished else 0.0,
+                "avg_latency_ms": (m.avg_latency_sum / timed * 1000.0) if timed else 0.0,
                 "p99_latency_ms": p99 * 1000.0 if p99 is not None else 0.0,
             }
 

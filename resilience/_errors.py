@@ -57,7 +57,10 @@ class CircuitOpenError(ResilienceError):
             ``None``.
     """
 
-    __slots__ = ("last_failure_category", "name", "retry_after", "state")
+    # The fields live in ``args``: the hot path builds a rejection with
+    # ``BaseException.__new__`` alone (no Python-level __init__ to run), and
+    # pickling needs nothing more than ``args``.
+    __slots__ = ()
 
     def __init__(
         self,
@@ -66,11 +69,48 @@ class CircuitOpenError(ResilienceError):
         retry_after: float | None,
         last_failure_category: ErrorCategory | None = None,
     ) -> None:
-        # BaseException.__new__ has already stored the arguments in .args.
-        self.name = name
-        self.state = state
-        self.retry_after = retry_after
-        self.last_failure_category = last_failure_category
+        self.args = (name, state, retry_after, last_failure_category)
+
+    def _set(self, i: int, value: Any) -> None:
+        fields = list(self.args)
+        fields[i] = value
+        self.args = tuple(fields)
+
+    @property
+    def name(self) -> str:
+        """The breaker's name."""
+        return self.args[0]  # type: ignore[no-any-return]
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._set(0, value)
+
+    @property
+    def state(self) -> CircuitState:
+        """The breaker's state when it rejected the call."""
+        return self.args[1]  # type: ignore[no-any-return]
+
+    @state.setter
+    def state(self, value: CircuitState) -> None:
+        self._set(1, value)
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until a probe may be admitted (``None`` in FORCED_OPEN)."""
+        return self.args[2]  # type: ignore[no-any-return]
+
+    @retry_after.setter
+    def retry_after(self, value: float | None) -> None:
+        self._set(2, value)
+
+    @property
+    def last_failure_category(self) -> ErrorCategory | None:
+        """The category of the last recorded failure, or ``None``."""
+        return self.args[3]  # type: ignore[no-any-return]
+
+    @last_failure_category.setter
+    def last_failure_category(self, value: ErrorCategory | None) -> None:
+        self._set(3, value)
 
     def __str__(self) -> str:
         when = (
@@ -79,9 +119,6 @@ class CircuitOpenError(ResilienceError):
             else f"retry after {self.retry_after:.3f}s"
         )
         return f"circuit {self.name!r} is {self.state.value}: {when}"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.name, self.state, self.retry_after, self.last_failure_category))
 
 
 CircuitBreakerOpenError = CircuitOpenError

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from array import array
 from typing import NamedTuple
 
@@ -26,7 +27,17 @@ from ._categories import ErrorCategory
 from ._config import CircuitConfig, CircuitState
 from ._windows import CountWindow, TimeWindow
 
-__all__ = ("REJECTED", "Machine", "Transition")
+__all__ = (
+    "FAST_NONE",
+    "FAST_SETTLED",
+    "FAST_UNTIMED",
+    "LOCK_FREE",
+    "REJECTED",
+    "SAMPLE_MASK",
+    "SAMPLE_WEIGHT",
+    "Machine",
+    "Transition",
+)
 
 REJECTED = -1
 """What :meth:`Machine.admit` returns instead of a generation when it rejects."""
@@ -53,6 +64,31 @@ _HIST_MIN_EXP = -20
 _HIST_BUCKETS = 64
 _SQRT_HALF = math.sqrt(0.5)
 _HIST_EXACT = 1024
+# Past the first _HIST_EXACT calls, latency is sampled: one call in
+# SAMPLE_MASK + 1 feeds the histogram (and, with FAST_UNTIMED, is timed at all).
+SAMPLE_MASK = 31
+SAMPLE_WEIGHT = SAMPLE_MASK + 1
+_HIST_MAX = 0xFFFFFFFF  # the histogram's counters are unsigned 32-bit
+
+LOCK_FREE = getattr(sys, "_is_gil_enabled", lambda: True)()
+"""Whether callers may count settled successes and rejections without the
+lock: they rely on CPython's GIL not switching threads between a check and
+the attribute writes that follow it (no call, no backward jump in between).
+False on a free-threaded build, where every result takes the lock."""
+
+# What a caller may do without the lock (``Machine.fast``); see
+# ``resilience._hotpath``. Every change that can unsettle the window clears it
+# to FAST_NONE *first*, before anything else it does.
+FAST_NONE = 0
+"""Every result goes through :meth:`Machine.on_success` and friends, under the lock."""
+FAST_SETTLED = 1
+"""CLOSED or METRICS_ONLY with a full count window of fast successes: a success
+of the current generation changes nothing but counters, so it may be counted
+without the lock (``resilience._hotpath``)."""
+FAST_UNTIMED = 2
+"""FAST_SETTLED, no rule needs durations, and the first 1,024 successes were
+timed: 31 calls in 32 may skip the clock (the latency metrics sample the
+32nd)."""
 
 
 class Transition(NamedTuple):
@@ -79,6 +115,7 @@ class Machine:
         "error_rate",
         "failed_calls",
         "failures_by_category",
+        "fast",
         "gen",
         "half_open_inflight",
         "half_open_max",
@@ -105,13 +142,16 @@ class Machine:
         "state",
         "state_changes",
         "successful_calls",
+        "ticks",
+        "timed_calls",
+        "untimed_ok",
         "window",
-        "window_settled",
     )
 
     def __init__(self, config: CircuitConfig) -> None:
         self.state = _CLOSED
         self.gen = 0
+        self.ticks = 0  # admissions while FAST_UNTIMED: picks the calls to time
         self.pending: list[Transition] | None = None
         self.consecutive_failures = 0
         self.half_open_successes = 0
@@ -135,6 +175,7 @@ class Machine:
     def apply_config(self, config: CircuitConfig, *, rebuild_window: bool | None = None) -> None:
         """Adopt ``config`` keeping state and counters (the window is rebuilt
         only when its shape changes)."""
+        self.fast = FAST_NONE
         old = getattr(self, "config", None)
         if rebuild_window is None:
             rebuild_window = old is None or (
@@ -148,13 +189,24 @@ class Machine:
                 if config.window_duration is not None
                 else CountWindow(config.window_size)
             )
-        self.window_settled = False
         self.error_rate = config.error_rate
         self.minimum_calls = config.effective_minimum_calls
         self.slow_threshold = (
             config.slow_call_duration if config.slow_call_duration is not None else _INF
         )
         self.slow_call_rate = config.slow_call_rate
+        # Durations feed only the latency metrics: a settled window may skip
+        # the clock on most calls.
+        was_untimed = getattr(self, "untimed_ok", False)
+        self.untimed_ok = self.slow_threshold == _INF and isinstance(self.window, CountWindow)
+        if (
+            was_untimed
+            and not self.untimed_ok
+            and (self.state is _CLOSED or self.state is _METRICS_ONLY)
+        ):
+            # Calls in flight may not have been timed: a new generation makes
+            # their results count in the metrics only, not for the new rules.
+            self.gen += 1
         self.half_open_max = config.effective_half_open_max_calls
         self.half_open_timeout = config.half_open_timeout
         if self.state is _HALF_OPEN:
@@ -173,6 +225,7 @@ class Machine:
         self.state_changes = 0
         self.failures_by_category: list[int] | None = None
         self.avg_latency_sum = 0.0
+        self.timed_calls = 0
         self._hist: array[int] | None = None
 
     # -- admission ---------------------------------------------------------
@@ -231,23 +284,40 @@ class Machine:
 
     # -- results -----------------------------------------------------------
 
-    def _observe(self, n: int, duration: float) -> bool:
+    def _observe(self, n: int, duration: float | None) -> bool:
         """Add the ``n``-th finished call's latency to the metrics; return
-        whether it was slow."""
-        self.avg_latency_sum += duration
-        # The histogram (for p99) sees every call at first, then one in eight:
-        # bucketing costs more than the rest of the success path.
-        if n <= _HIST_EXACT or not n & 7:
-            self._hist_add(duration)
+        whether it was slow. ``None``: the call was not timed."""
+        if duration is None:
+            return False
+        self._latency(n, duration, 1)
         if duration >= self.slow_threshold:
             self.slow_calls += 1
             return True
         return False
 
-    def _hist_add(self, duration: float) -> None:
+    def _latency(self, n: int, duration: float, weight: int) -> None:
+        """Add the latency of the ``n``-th finished call, timed as one of
+        ``weight`` calls (1: every call is timed; SAMPLE_WEIGHT: a sample)."""
+        self.timed_calls += weight
+        self.avg_latency_sum += duration * weight
+        self._hist_sample(n, duration, weight)
+
+    def _hist_sample(self, n: int, duration: float, weight: int) -> None:
+        # The histogram (for p99) sees every call at first, then one in 32,
+        # weighted to stand for the 32: bucketing costs more than the rest of
+        # the success path. A call timed as a sample always goes in.
+        if weight != 1:
+            self._hist_add(duration, weight)
+        elif n <= _HIST_EXACT:
+            self._hist_add(duration, 1)
+        elif not n & SAMPLE_MASK:
+            self._hist_add(duration, SAMPLE_WEIGHT)
+
+    def _hist_add(self, duration: float, weight: int) -> None:
         hist = self._hist
         if hist is None:
             hist = self._hist = array("I", bytes(4 * _HIST_BUCKETS))
+        i = 0
         if duration > 0.0:
             m, e = math.frexp(duration)
             i = (e - _HIST_MIN_EXP) * 2 + (m >= _SQRT_HALF)
@@ -255,43 +325,65 @@ class Machine:
                 i = 0
             elif i >= _HIST_BUCKETS:
                 i = _HIST_BUCKETS - 1
-            hist[i] += 1
-        else:
-            hist[0] += 1
+        if hist[i] > _HIST_MAX - weight:
+            # Halve every bucket rather than overflow: the shape (and so every
+            # quantile) is kept, and latency_histogram() rescales the counts.
+            for j in range(_HIST_BUCKETS):
+                hist[j] >>= 1
+        hist[i] += weight
 
-    def on_success(self, gen: int, now: float, duration: float) -> None:
-        """Record a call admitted under ``gen`` that succeeded after ``duration`` s."""
-        # The metrics part of _observe, inlined: this is the hot path.
+    def settled_sample(self, gen: int, n: int, duration: float, weight: int) -> None:
+        """The histogram part of a settled success (the ``n``-th, admitted
+        under ``gen``) that a caller timed and counted without the lock (see
+        ``resilience._hotpath``); past 1,024 timed calls, allow FAST_UNTIMED."""
+        self._hist_sample(n, duration, weight)
+        if (
+            gen == self.gen
+            and self.fast == FAST_SETTLED
+            and self.untimed_ok
+            and self.successful_calls >= _HIST_EXACT
+        ):
+            self.fast = FAST_UNTIMED
+
+    def _settle(self, n: int) -> int:
+        if not LOCK_FREE:
+            return FAST_NONE
+        return FAST_UNTIMED if self.untimed_ok and n >= _HIST_EXACT else FAST_SETTLED
+
+    def on_success(self, gen: int, now: float, duration: float | None, weight: int = 1) -> None:
+        """Record a call admitted under ``gen`` that succeeded after ``duration``
+        seconds (``None``: not timed), timed as one of ``weight`` calls."""
         n = self.successful_calls + 1
         self.successful_calls = n
-        self.avg_latency_sum += duration
-        if n <= _HIST_EXACT or not n & 7:
-            self._hist_add(duration)
-        if duration < self.slow_threshold:
-            if self.window_settled and gen == self.gen:
-                # CLOSED or METRICS_ONLY (every transition clears the flag)
-                # with a full count window of plain successes: one more
-                # changes nothing in the window and nothing can trip.
-                self.consecutive_failures = 0
-                return
+        if duration is None:
             slow = False
         else:
-            slow = True
-            self.slow_calls += 1
+            self._latency(n, duration, weight)
+            slow = duration >= self.slow_threshold
+            if slow:
+                self.slow_calls += 1
+        if not slow and self.fast and gen == self.gen:
+            # One more plain success in a settled window changes nothing.
+            self.consecutive_failures = 0
+            if n == _HIST_EXACT and self.untimed_ok:
+                self.fast = FAST_UNTIMED
+            return
         if gen != self.gen:
             return
         s = self.state
         if s is _CLOSED or s is _METRICS_ONLY:
             self.consecutive_failures = 0
             w = self.window
+            if slow:
+                self.fast = FAST_NONE
             w.record(False, slow, now)
             if w.failures or w.slow:
                 # The ring holds a non-zero slot, and a success can still trip:
                 # it may bring the window up to minimum_calls.
-                self.window_settled = False
+                self.fast = FAST_NONE
                 self._after_record(now)
             elif isinstance(w, CountWindow) and w.calls == w.size:
-                self.window_settled = True
+                self.fast = self._settle(n)
         elif s is _HALF_OPEN:
             if now >= self.half_open_until:
                 self._catch_up(now)
@@ -300,6 +392,7 @@ class Machine:
             if slow:
                 # A probe must be fast as well as successful, or a slow
                 # dependency would close the circuit only to trip it again.
+                assert duration is not None
                 self._open(now, f"slow probe ({_fmt_seconds(duration)})")
                 return
             self.half_open_successes += 1
@@ -307,9 +400,16 @@ class Machine:
                 self._close(now, f"{self.half_open_successes} successful probes")
 
     def on_failure(
-        self, gen: int, now: float, duration: float, category: ErrorCategory, trip: bool = False
+        self,
+        gen: int,
+        now: float,
+        duration: float | None,
+        category: ErrorCategory,
+        trip: bool = False,
     ) -> None:
         """Record a failure of ``category``; ``trip`` opens the circuit at once."""
+        if gen == self.gen:
+            self.fast = FAST_NONE  # first: lock-free callers must see it at once
         self.failed_calls += 1
         by_cat = self.failures_by_category
         if by_cat is None:
@@ -324,7 +424,6 @@ class Machine:
         if s is _CLOSED or s is _METRICS_ONLY:
             self.consecutive_failures += 1
             self.window.record(True, slow, now)
-            self.window_settled = False
             if trip and s is _CLOSED:
                 self._open(now, f"{category.value} trips the circuit at once")
             else:
@@ -336,7 +435,7 @@ class Machine:
             self.half_open_inflight -= 1
             self._open(now, f"probe failed with {category.value}")
 
-    def on_ignored(self, gen: int, now: float, duration: float) -> None:
+    def on_ignored(self, gen: int, now: float, duration: float | None) -> None:
         """Record a call whose outcome does not count; its probe permit is returned."""
         self.ignored_calls += 1
         if gen == self.gen and self.state is _HALF_OPEN:
@@ -369,8 +468,8 @@ class Machine:
     # -- transitions -------------------------------------------------------
 
     def _set(self, new: CircuitState, reason: str, at: float) -> None:
+        self.fast = FAST_NONE
         t = Transition(self.state, new, reason, at)
-        self.window_settled = False
         if self.pending is None:
             self.pending = [t]
         else:

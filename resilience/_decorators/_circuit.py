@@ -11,6 +11,7 @@ import wrapt
 from .._breaker import CircuitBreaker
 from .._categories import ErrorCategory
 from .._config import CircuitConfig
+from .._hotpath import compile_guard
 from ._common import is_async_callable, qualified_name, reject_generators
 
 if TYPE_CHECKING:
@@ -31,33 +32,28 @@ class _Guard(wrapt.FunctionWrapper):  # type: ignore[type-arg]
         return self._self_breaker  # type: ignore[no-any-return]
 
 
-def _fast_class(fn: Any, run: Callable[..., Any]) -> type[_Guard]:
-    """A subclass of its own for one plain function, whose ``__call__`` goes
-    straight to the breaker's driver: no wrapt dispatch, no attribute lookups.
-
-    Bound methods still go through wrapt (``__get__`` returns wrapt's bound
-    wrapper, which calls the wrapper function), so binding stays right.
-    """
-
-    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return run(fn, args, kwargs)
-
-    return type("CircuitGuard", (_Guard,), {"__call__": __call__, "__slots__": ()})
-
-
 def guard(fn: Callable[P, R], breaker: CircuitBreaker) -> Callable[P, R]:
     """Wrap ``fn`` (sync or async function, method, classmethod, staticmethod)
-    so every call goes through ``breaker``."""
+    so every call goes through ``breaker``.
+
+    A plain function (a method defined with ``def`` included) gets a function
+    generated for it, with its own parameters (``resilience._hotpath``): the
+    fast path, and it binds as a method like any function. Other callables
+    (classmethods, staticmethods, callable objects, partials) get a wrapt
+    ``FunctionWrapper``.
+    """
     if not callable(fn) and not isinstance(fn, classmethod | staticmethod):  # type: ignore[unreachable]
         raise TypeError(f"@circuit needs a callable, got {fn!r}")
     reject_generators(fn, "circuit")
-    run = breaker._call_async if is_async_callable(fn) else breaker._call_sync
+    is_async = is_async_callable(fn)
+    if type(fn) is types.FunctionType:
+        return compile_guard(breaker, fn, is_async)  # type: ignore[no-any-return]
+    run = breaker._call_async if is_async else breaker._call_sync
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return run(wrapped, args, kwargs)
 
-    cls = _fast_class(fn, run) if isinstance(fn, types.FunctionType) else _Guard
-    wrapped: Any = cls(fn, wrapper)
+    wrapped: Any = _Guard(fn, wrapper)
     wrapped._self_breaker = breaker
     return wrapped  # type: ignore[no-any-return]
 

@@ -26,7 +26,7 @@ async def test_bare_decorator_names_the_breaker_after_the_function() -> None:
 async def test_signature_docstring_and_coroutine_flag_are_preserved(
     isolated_registry: Registry,
 ) -> None:
-    """wrapt keeps what introspection sees."""
+    """Introspection sees the original function."""
 
     @circuit("d", registry=isolated_registry)
     async def fetch(user_id: int, *, verbose: bool = False) -> str:

@@ -175,6 +175,31 @@ async def test_latency_buckets_never_go_down(
         previous = counts
 
 
+async def test_latency_sum_never_goes_down(
+    collector: ResilienceCollector,
+    collector_registry: CollectorRegistry,
+    db: CircuitBreaker,
+    clock: FakeClock,
+) -> None:
+    """With sampled timing the mean is an estimate; the exported _sum still never dips."""
+    latency = 0.001
+
+    @db
+    async def work() -> None:
+        clock.advance(latency)
+
+    for _ in range(1100):
+        await work()
+    previous = 0.0
+    for i in range(400):
+        latency = 0.1 if i % 3 == 0 else 0.001
+        await work()
+        samples = scrape(collector_registry)["resilience_call_duration_seconds"]
+        total = value(samples, "resilience_call_duration_seconds_sum", circuit="users-db")
+        assert total >= previous
+        previous = total
+
+
 async def test_reset_restarts_the_histogram(
     collector: ResilienceCollector,
     collector_registry: CollectorRegistry,

@@ -1,0 +1,234 @@
+"""The guarded function ``@circuit`` returns for a plain function: generated
+once per function, with the function's own parameters.
+
+Why generate code: a wrapper written ``(*args, **kwargs)`` packs a tuple and a
+dict on every call and unpacks them again, which costs as much as the whole
+breaker decision. A wrapper with the same parameters as the function passes
+them straight through, so a call costs what a hand-written wrapper costs plus
+the breaker. Defaults are not copied into the code: the generated function
+takes the original's ``__defaults__`` and ``__kwdefaults__`` objects, so a
+call binds exactly as a direct call would (a bad call raises the same
+``TypeError``, naming the function, before the breaker sees anything).
+
+The generated code reads no globals: everything it uses is a closure
+variable, so it runs with the *original* function's globals, which is what
+tools resolving string annotations through ``fn.__globals__`` need.
+
+Per call, while CLOSED (the hot path):
+
+- admission reads the generation, then the state, without the lock (a stale
+  pair only drops the result, see ``Machine.gen``);
+- with a settled window (``Machine.fast``) a success is counted without the
+  lock: two attribute writes that CPython does not interleave with another
+  thread (no call and no backward jump between the check and the writes, so
+  no eval-breaker point where the GIL could change hands), and asyncio runs
+  one step of one coroutine at a time. Everything that unsettles the window
+  clears ``fast`` before anything else, under the lock;
+- when no rule needs durations, 31 calls in 32 do not read the clock
+  (``FAST_UNTIMED``); the 32nd feeds the latency metrics;
+- a rejection while OPEN (before its deadline) or FORCED_OPEN is decided
+  without the lock too (a counter, a deadline compare) and raises a fresh
+  :class:`CircuitOpenError`.
+
+Anything else (HALF_OPEN, a failure, an unsettled window) goes through the
+breaker's locked methods.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import keyword
+import linecache
+import types
+from typing import TYPE_CHECKING, Any
+
+from ._config import CircuitState
+from ._errors import CircuitOpenError
+from ._machine import _HIST_EXACT, FAST_UNTIMED, LOCK_FREE, SAMPLE_MASK, SAMPLE_WEIGHT
+
+if TYPE_CHECKING:
+    from ._breaker import CircuitBreaker
+
+__all__ = ("compile_guard",)
+
+_TEMPLATE = """\
+def _rp_factory(_rp_m, _rp_fn, _rp_now, _rp_admit, _rp_settle_error, _rp_finish, _rp_closed,
+                _rp_open, _rp_forced, _rp_untimed, _rp_exact, _rp_mask, _rp_weight, _rp_base,
+                _rp_new, _rp_error, _rp_name):
+    {async_}def {name}({params}):
+        _rp_gen = _rp_m.gen
+        if _rp_m.state is not _rp_closed:
+            _rp_s = _rp_m.state
+            if _rp_s is _rp_open:
+                _rp_t = _rp_now()
+                # The generation again: the clock read is a point where
+                # another thread may have moved the state.
+                if _rp_t < _rp_m.open_until and _rp_gen == _rp_m.gen:
+                    _rp_m.rejected_calls += 1
+                    raise _rp_new(
+                        _rp_error,
+                        _rp_name,
+                        _rp_open,
+                        _rp_m.open_until - _rp_t,
+                        _rp_m.last_failure_category,
+                    )
+            elif _rp_s is _rp_forced:
+                _rp_m.rejected_calls += 1
+                raise _rp_new(_rp_error, _rp_name, _rp_forced, None, _rp_m.last_failure_category)
+            _rp_gen = _rp_admit()
+        if _rp_m.fast == _rp_untimed:
+            # Counted at admission, so concurrent calls do not all share one
+            # sampling decision.
+            _rp_k = _rp_m.ticks + 1
+            _rp_m.ticks = _rp_k
+            if _rp_k & _rp_mask:
+                try:
+                    _rp_result = {await_}_rp_fn({args})
+                except _rp_base as _rp_exc:
+                    _rp_settle_error(_rp_gen, None, _rp_exc)
+                    raise
+                if _rp_m.fast and _rp_gen == _rp_m.gen:
+                    _rp_m.consecutive_failures = 0
+                    _rp_m.successful_calls += 1
+                    return _rp_result
+                _rp_finish(_rp_gen, None, None, 1)
+                return _rp_result
+            _rp_w = _rp_weight  # this call's latency stands for the untimed ones
+        else:
+            _rp_w = 1
+        _rp_start = _rp_now()
+        try:
+            _rp_result = {await_}_rp_fn({args})
+        except _rp_base as _rp_exc:
+            _rp_settle_error(_rp_gen, _rp_start, _rp_exc)
+            raise
+        _rp_end = _rp_now()
+        _rp_d = _rp_end - _rp_start
+        if _rp_m.fast and _rp_gen == _rp_m.gen and _rp_d < _rp_m.slow_threshold:
+            _rp_m.consecutive_failures = 0
+            _rp_n = _rp_m.successful_calls + 1
+            _rp_m.successful_calls = _rp_n
+            _rp_m.timed_calls += _rp_w
+            _rp_m.avg_latency_sum += _rp_d * _rp_w
+            if _rp_w != 1 or _rp_n <= _rp_exact or not _rp_n & _rp_mask:
+                _rp_m.settled_sample(_rp_gen, _rp_n, _rp_d, _rp_w)
+            return _rp_result
+        _rp_finish(_rp_gen, _rp_end, _rp_d, _rp_w)
+        return _rp_result
+    return {name}
+"""
+
+
+def _usable(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
+def _prefix(names: tuple[str, ...]) -> str | None:
+    """A prefix for the template's own names that no parameter starts with."""
+    for i in range(100):
+        prefix = "_rp_" if i == 0 else f"_rp{i}_"
+        if not any(n.startswith(prefix) for n in names):
+            return prefix
+    return None  # pragma: no cover - a hundred prefixes all taken
+
+
+def _signature_source(code: types.CodeType) -> tuple[str, str] | None:
+    """``(parameters, call arguments)`` mirroring ``code``'s parameters, or
+    ``None`` if a parameter's name cannot be written in source (a code
+    object built by hand can hold any string)."""
+    names = code.co_varnames
+    npos = code.co_argcount
+    nposonly = code.co_posonlyargcount
+    nkw = code.co_kwonlyargcount
+    varargs = bool(code.co_flags & inspect.CO_VARARGS)
+    varkw = bool(code.co_flags & inspect.CO_VARKEYWORDS)
+    if not all(_usable(n) for n in names[: npos + nkw + varargs + varkw]):
+        return None
+    params: list[str] = []
+    args: list[str] = []
+    for i, n in enumerate(names[:npos]):
+        params.append(n)
+        if i + 1 == nposonly:
+            params.append("/")
+        args.append(n)
+    i = npos + nkw
+    if varargs:
+        params.append("*" + names[i])
+        args.append("*" + names[i])
+        i += 1
+    elif nkw:
+        params.append("*")
+    for n in names[npos : npos + nkw]:
+        params.append(n)
+        args.append(f"{n}={n}")
+    if varkw:
+        params.append("**" + names[i])
+        args.append("**" + names[i])
+    return ", ".join(params), ", ".join(args)
+
+
+def _source(fn: types.FunctionType, is_async: bool) -> tuple[str, str]:
+    """The guard's source and the prefix of its own names."""
+    code = fn.__code__
+    name = code.co_name if _usable(code.co_name) else "guarded"
+    mirrored = _signature_source(code)
+    prefix = _prefix((*code.co_varnames, name)) if mirrored else None
+    if mirrored is None or prefix is None:
+        # Parameters that cannot be mirrored: pass everything through.
+        prefix, mirrored = "_rp_", ("*_rp_args, **_rp_kwargs", "*_rp_args, **_rp_kwargs")
+        if name.startswith(prefix):
+            name = "guarded"
+    params, args = mirrored
+    source = _TEMPLATE.replace("_rp_", prefix).format(
+        async_="async " if is_async else "",
+        await_="await " if is_async else "",
+        name=name,
+        params=params,
+        args=args,
+    )
+    return source, prefix
+
+
+def compile_guard(breaker: CircuitBreaker, fn: types.FunctionType, is_async: bool) -> Any:
+    """A function that calls ``fn`` through ``breaker``, with ``fn``'s
+    parameters, defaults, metadata and globals, and ``.breaker``."""
+    source, prefix = _source(fn, is_async)
+    # One file name per distinct source, registered with linecache so that
+    # tracebacks and profilers show the guard's lines.
+    filename = f"<resilience guard {hashlib.blake2s(source.encode(), digest_size=8).hexdigest()}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, filename, "exec"), namespace)
+    lock_free = LOCK_FREE
+    made = namespace[prefix + "factory"](
+        breaker._m,
+        fn,
+        breaker._now,
+        breaker._admit_slow,
+        breaker._settle_error,
+        breaker._finish,
+        CircuitState.CLOSED,
+        # Without a GIL, rejections take the lock too: no state is ever
+        # identical to these placeholders.
+        CircuitState.OPEN if lock_free else object(),
+        CircuitState.FORCED_OPEN if lock_free else object(),
+        FAST_UNTIMED,
+        _HIST_EXACT,
+        SAMPLE_MASK,
+        SAMPLE_WEIGHT,
+        BaseException,
+        BaseException.__new__,  # CircuitOpenError keeps its fields in args
+        CircuitOpenError,
+        breaker.name,
+    )
+    # The same code and closure, with fn's globals: the code reads no global.
+    code = made.__code__.replace(co_qualname=fn.__qualname__)
+    guarded = types.FunctionType(
+        code, fn.__globals__, fn.__name__, fn.__defaults__, made.__closure__
+    )
+    guarded.__kwdefaults__ = fn.__kwdefaults__
+    functools.update_wrapper(guarded, fn)
+    guarded.breaker = breaker  # type: ignore[attr-defined]
+    return guarded

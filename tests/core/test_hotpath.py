@@ -1,0 +1,476 @@
+"""The function @circuit generates for a plain function: same parameters,
+lock-free settled successes and rejections, sampled timing."""
+
+from __future__ import annotations
+
+import asyncio
+import dis
+import gc
+import inspect
+import pickle
+import threading
+from typing import Any
+
+import pytest
+
+from resilience import CircuitOpenError, CircuitState, Registry, circuit
+from resilience._machine import _HIST_EXACT, FAST_NONE, FAST_SETTLED, FAST_UNTIMED, SAMPLE_MASK
+from resilience.testing import FakeClock
+
+
+class CountingClock(FakeClock):
+    """A FakeClock that counts its monotonic() reads."""
+
+    __slots__ = ("reads",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def monotonic(self) -> float:
+        self.reads += 1
+        return super().monotonic()
+
+
+# -- parameters --------------------------------------------------------------
+
+
+def test_parameters_defaults_and_kinds_bind_as_in_a_direct_call(
+    isolated_registry: Registry,
+) -> None:
+    """Positional-only, defaults, *args, keyword-only and **kwargs pass through unchanged."""
+    shared: list[int] = []
+
+    def target(
+        a: int, b: int = 2, /, c: int = 3, *rest: int, d: int, e: list[int] = shared, **extra: Any
+    ) -> tuple[Any, ...]:
+        return a, b, c, rest, d, e, extra
+
+    guarded = circuit("p", registry=isolated_registry)(target)
+    assert guarded(1, d=4) == target(1, d=4)
+    assert guarded(1, 5, 6, 7, 8, d=9, z=0) == target(1, 5, 6, 7, 8, d=9, z=0)
+    assert guarded(1, d=4)[5] is shared  # the default object itself, not a copy
+    assert inspect.signature(guarded) == inspect.signature(target)
+    code = guarded.__code__
+    assert code.co_posonlyargcount == 2 and code.co_kwonlyargcount == 2
+
+
+async def test_a_bad_call_raises_typeerror_naming_the_function_and_is_not_counted(
+    isolated_registry: Registry,
+) -> None:
+    """Binding fails before the breaker sees the call, as a direct call would."""
+
+    @circuit("bad", registry=isolated_registry, failure_threshold=1)
+    async def fetch(user_id: int) -> int:
+        return user_id
+
+    with pytest.raises(TypeError, match=r"fetch\(\) missing 1 required positional argument"):
+        await fetch()  # type: ignore[call-arg]
+    assert fetch.breaker.metrics()["total_calls"] == 0  # type: ignore[attr-defined]
+    assert fetch.breaker.state is CircuitState.CLOSED  # type: ignore[attr-defined]
+
+
+async def test_parameters_named_like_the_template_keep_the_signature(
+    isolated_registry: Registry,
+) -> None:
+    """A parameter called ``_rp_m`` cannot shadow the generated code's names,
+    and a bad call is still not counted."""
+
+    @circuit("clash", registry=isolated_registry, failure_threshold=1)
+    async def target(_rp_m: int, _rp_fn: int = 1) -> int:
+        return _rp_m + _rp_fn
+
+    assert await target(1) == 2 and await target(_rp_m=2, _rp_fn=3) == 5
+    assert inspect.signature(target) == inspect.signature(target.__wrapped__)  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="target"):
+        await target()  # type: ignore[call-arg]
+    metrics = target.breaker.metrics()  # type: ignore[attr-defined]
+    assert (metrics["successful_calls"], metrics["failed_calls"]) == (2, 0)
+
+
+def test_lambdas_and_closures_are_guarded(isolated_registry: Registry) -> None:
+    """A function whose name is not an identifier still gets a generated guard."""
+    offset = 10
+    add = circuit("lambda", registry=isolated_registry)(lambda x: x + offset)
+    assert add(1) == 11
+    assert add.__name__ == "<lambda>"
+
+
+def test_the_guard_runs_with_the_functions_globals_and_reads_none(
+    isolated_registry: Registry,
+) -> None:
+    """String annotations resolve through ``__globals__``; the code reads no global."""
+
+    def target(x: Registry) -> None: ...
+
+    guarded = circuit("g", registry=isolated_registry)(target)
+    assert guarded.__globals__ is target.__globals__
+    opnames = {i.opname for i in dis.get_instructions(guarded)}
+    assert "LOAD_GLOBAL" not in opnames and "LOAD_NAME" not in opnames
+
+
+async def test_methods_bind_self_through_the_generated_function(
+    isolated_registry: Registry,
+) -> None:
+    """A method defined with def binds like any function; .breaker is on the bound method."""
+
+    class Repo:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        @circuit("repo", registry=isolated_registry)
+        async def get(self, key: str, *, default: str = "-") -> str:
+            self.calls += 1
+            return key + default
+
+    repo = Repo()
+    assert await repo.get("a") == "a-"
+    assert await repo.get("b", default="!") == "b!"
+    assert repo.calls == 2
+    assert repo.get.breaker is isolated_registry.get("repo")  # type: ignore[attr-defined]
+
+
+# -- the fast paths ----------------------------------------------------------
+
+
+def _breaker_and_guard(clock: FakeClock, **fields: Any) -> tuple[Any, Any]:
+    reg = Registry(clock=clock)
+
+    @circuit("fast", registry=reg, **fields)
+    async def call(x: int) -> int:
+        return x
+
+    return call.breaker, call  # type: ignore[attr-defined]
+
+
+async def test_a_settled_count_window_skips_the_clock_on_most_calls() -> None:
+    """Past 1,024 timed successes, 31 calls in 32 read no clock at all."""
+    clock = CountingClock()
+    breaker, call = _breaker_and_guard(clock)
+    for i in range(_HIST_EXACT):
+        await call(i)
+    assert breaker._m.fast == FAST_UNTIMED
+    clock.reads = 0
+    calls = 32 * 100
+    for i in range(calls):
+        await call(i)
+    # Two reads per timed call, one timed call in 32.
+    assert clock.reads == 2 * calls // (SAMPLE_MASK + 1)
+    assert breaker.metrics()["successful_calls"] == _HIST_EXACT + calls
+
+
+async def test_a_slow_call_rule_keeps_every_call_timed() -> None:
+    """With slow_call_duration set, every call is timed (the rule needs it)."""
+    clock = CountingClock()
+    breaker, call = _breaker_and_guard(clock, slow_call_duration=1.0)
+    for i in range(2 * _HIST_EXACT):
+        await call(i)
+    assert breaker._m.fast == FAST_SETTLED
+    clock.reads = 0
+    for i in range(100):
+        await call(i)
+    assert clock.reads == 200
+
+
+async def test_a_time_window_records_every_call_under_the_lock() -> None:
+    """A time window never settles: every success is timed and recorded."""
+    clock = CountingClock()
+    breaker, call = _breaker_and_guard(clock, window_duration=10)
+    for i in range(2 * _HIST_EXACT):
+        await call(i)
+    assert breaker._m.fast == FAST_NONE
+    assert breaker.status()["calls_in_window"] == 2 * _HIST_EXACT
+
+
+async def test_sampled_latency_stands_for_every_call() -> None:
+    """Mean and p99 stay right when 31 calls in 32 go untimed: a sample is
+    weighted for the calls it stands for (slow warm-up, fast steady state)."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+    latency = 0.5
+
+    @circuit("lat", registry=reg)
+    async def call() -> None:
+        clock.advance(latency)
+
+    for _ in range(_HIST_EXACT):
+        await call()
+    latency = 0.001
+    steady = 32 * 4_000
+    for _ in range(steady):
+        await call()
+    metrics = call.breaker.metrics()  # type: ignore[attr-defined]
+    true_mean = (_HIST_EXACT * 0.5 + steady * 0.001) / (_HIST_EXACT + steady)
+    assert metrics["avg_latency_ms"] == pytest.approx(true_mean * 1000, rel=0.02)
+    # Fewer than 1% of the calls were slow, so p99 is a fast call's latency.
+    assert metrics["p99_latency_ms"] == pytest.approx(1.0, rel=0.2)
+
+
+async def test_concurrent_timed_calls_all_reach_the_histogram() -> None:
+    """A call picked for timing feeds the histogram whatever order calls finish in."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+
+    @circuit("concurrent", registry=reg)
+    async def call() -> None:
+        await asyncio.sleep(0)
+
+    for _ in range(_HIST_EXACT):
+        await call()
+    assert call.breaker._m.fast == FAST_UNTIMED  # type: ignore[attr-defined]
+    for _ in range(500):
+        await asyncio.gather(*(call() for _ in range(64)))
+    m = call.breaker._m  # type: ignore[attr-defined]
+    finished = m.successful_calls
+    assert sum(m._hist) == pytest.approx(finished, rel=0.1)
+    assert m.timed_calls == pytest.approx(finished, rel=0.1)
+
+
+async def test_a_failure_after_settling_still_counts_and_trips() -> None:
+    """An untimed call that fails is recorded as a failure (no duration) and can trip."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+    fail = False
+
+    @circuit("trip", registry=reg, failure_threshold=3)
+    async def call() -> None:
+        if fail:
+            raise ConnectionError("down")
+
+    for _ in range(_HIST_EXACT + 5):
+        await call()
+    assert call.breaker._m.fast == FAST_UNTIMED  # type: ignore[attr-defined]
+    fail = True
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            await call()
+    assert call.breaker.state is CircuitState.OPEN  # type: ignore[attr-defined]
+    assert call.breaker.metrics()["failed_calls"] == 3  # type: ignore[attr-defined]
+
+
+async def test_a_success_after_a_failure_is_recorded_in_the_window() -> None:
+    """A failure unsettles the window at once: the next successes are recorded, not skipped."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+    fail = False
+
+    @circuit("window", registry=reg, window_size=10, failure_threshold=100, error_rate=0.5)
+    async def call() -> None:
+        if fail:
+            raise ConnectionError("down")
+
+    for _ in range(_HIST_EXACT):
+        await call()
+    fail = True
+    with pytest.raises(ConnectionError):
+        await call()
+    fail = False
+    for _ in range(9):
+        await call()
+    assert call.breaker.status()["error_rate"] == pytest.approx(0.1)  # type: ignore[attr-defined]
+    await call()  # the failure leaves the 10-call window
+    assert call.breaker.status()["error_rate"] == 0.0  # type: ignore[attr-defined]
+
+
+# -- rejections --------------------------------------------------------------
+
+
+async def test_an_open_rejection_counts_and_tells_the_time_left() -> None:
+    """Rejected while OPEN: counted, retry_after from the deadline, no call made."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+    calls = 0
+
+    @circuit("open", registry=reg, failure_threshold=1, recovery_timeout=30, jitter=0)
+    async def call() -> None:
+        nonlocal calls
+        calls += 1
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        await call()
+    clock.advance(10)
+    with pytest.raises(CircuitOpenError) as info:
+        await call()
+    err = info.value
+    assert (err.name, err.state, err.retry_after) == ("open", CircuitState.OPEN, 20.0)
+    assert err.last_failure_category is not None
+    assert calls == 1
+    assert call.breaker.metrics()["rejected_calls"] == 1  # type: ignore[attr-defined]
+
+
+async def test_a_forced_open_rejection_has_no_retry_after() -> None:
+    """FORCED_OPEN rejects every call, counted, with retry_after None (no deadline)."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+
+    @circuit("forced", registry=reg)
+    async def call() -> None: ...
+
+    call.breaker.force_open()  # type: ignore[attr-defined]
+    with pytest.raises(CircuitOpenError) as info:
+        await call()
+    assert (info.value.state, info.value.retry_after) == (CircuitState.FORCED_OPEN, None)
+    assert call.breaker.try_acquire() is None  # type: ignore[attr-defined]
+    assert call.breaker.metrics()["rejected_calls"] == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("state", [CircuitState.OPEN, CircuitState.FORCED_OPEN])
+async def test_rejections_leave_no_garbage_cycles(state: CircuitState) -> None:
+    """A rejection's error is not held by its own frame: nothing for the GC to collect."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+
+    @circuit("cycles", registry=reg, recovery_timeout=3600)
+    async def call() -> None: ...
+
+    await call.breaker.transition_to(state)  # type: ignore[attr-defined]
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(200):
+            try:
+                await call()
+            except CircuitOpenError:
+                pass
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+def test_open_error_fields_pickle_and_keywords() -> None:
+    """CircuitOpenError keeps its fields through keywords, pickling and copies."""
+    err = CircuitOpenError(name="db", state=CircuitState.OPEN, retry_after=1.5)
+    assert (err.name, err.state, err.retry_after, err.last_failure_category) == (
+        "db",
+        CircuitState.OPEN,
+        1.5,
+        None,
+    )
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.name, back.retry_after, str(back)) == ("db", 1.5, str(err))
+
+
+# -- threads -----------------------------------------------------------------
+
+
+def test_settled_successes_from_threads_are_all_counted(isolated_registry: Registry) -> None:
+    """Lock-free counting loses no success when threads share a breaker."""
+
+    @circuit("threads", registry=isolated_registry)
+    def call() -> None: ...
+
+    per_thread = 20_000
+
+    def work() -> None:
+        for _ in range(per_thread):
+            call()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert call.breaker.metrics()["successful_calls"] == 4 * per_thread  # type: ignore[attr-defined]
+
+
+# -- races the lock-free paths must see --------------------------------------
+
+
+class HookedClock(FakeClock):
+    """A FakeClock that runs a hook on its next monotonic() read."""
+
+    __slots__ = ("hook",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook: Any = None
+
+    def monotonic(self) -> float:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        return super().monotonic()
+
+
+async def test_a_reset_during_a_rejection_admits_the_call() -> None:
+    """The lock-free OPEN rejection re-checks the generation after reading the clock."""
+    clock = HookedClock()
+    reg = Registry(clock=clock)
+
+    @circuit("race", registry=reg, recovery_timeout=60)
+    async def call() -> str:
+        return "ran"
+
+    await call.breaker.transition_to(CircuitState.OPEN)  # type: ignore[attr-defined]
+    clock.hook = call.breaker.reset  # type: ignore[attr-defined]
+    assert await call() == "ran"
+    assert call.breaker.metrics()["rejected_calls"] == 0  # type: ignore[attr-defined]
+    assert call.breaker.try_acquire() is not None  # type: ignore[attr-defined]
+
+
+async def test_a_slow_call_rule_added_mid_call_applies_to_later_calls() -> None:
+    """Calls in flight when a slow-call rule arrives were not timed: they count in
+    the metrics only, and every later call is timed and judged."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+    gate = asyncio.Event()
+
+    @circuit("straddle", registry=reg)
+    async def call(wait: bool = False, seconds: float = 0.0) -> None:
+        if wait:
+            await gate.wait()
+        clock.advance(seconds)
+
+    for _ in range(_HIST_EXACT + 1):
+        await call()
+    breaker = call.breaker  # type: ignore[attr-defined]
+    assert breaker._m.fast == FAST_UNTIMED
+    in_flight = asyncio.create_task(call(wait=True))
+    await asyncio.sleep(0)
+    breaker.reconfigure(slow_call_duration=0.1, slow_call_rate=0.5, minimum_calls=1)
+    gate.set()
+    clock.advance(5)
+    await in_flight
+    assert breaker.metrics()["slow_calls"] == 0  # not timed, so not judged
+    assert breaker._m.fast == FAST_NONE
+    await call(seconds=5)
+    assert breaker.metrics()["slow_calls"] == 1
+    assert breaker.status()["slow_call_rate"] == pytest.approx(0.01)
+
+
+def test_a_code_object_named_by_a_keyword_still_gets_a_guard(
+    isolated_registry: Registry,
+) -> None:
+    """A hand-built code object's name need not be valid source."""
+
+    def target(x: int) -> int:
+        return x
+
+    target.__code__ = target.__code__.replace(co_name="class")
+    guarded = circuit("kw", registry=isolated_registry)(target)
+    assert guarded(3) == 3
+
+
+def test_open_error_fields_can_be_set(isolated_registry: Registry) -> None:
+    """Handlers that adjust a rejection (say, its retry_after) still can."""
+    err = CircuitOpenError("db", CircuitState.OPEN, 1.5)
+    err.retry_after = 3.0
+    err.name = "db-replica"
+    assert (err.name, err.retry_after, err.args[1]) == ("db-replica", 3.0, CircuitState.OPEN)
+
+
+def test_a_full_histogram_bucket_halves_instead_of_overflowing(fake_clock: FakeClock) -> None:
+    """Counts near 2**32 halve every bucket, keeping the shape (and the quantiles)."""
+    from resilience import CircuitBreaker
+
+    breaker = CircuitBreaker("hist", clock=fake_clock)
+    m = breaker._m
+    m._hist_add(1.0, 1)
+    m._hist_add(0.001, 1)
+    assert m._hist is not None
+    slow, fast = sorted((i for i, n in enumerate(m._hist) if n), reverse=True)
+    m._hist[fast] = 0xFFFFFFFF - 10
+    m._hist_add(0.001, SAMPLE_MASK + 1)
+    assert m._hist[fast] == (0xFFFFFFFF - 10) // 2 + SAMPLE_MASK + 1
+    assert m._hist[slow] == 0  # 1 // 2: halved with the rest
