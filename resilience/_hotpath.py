@@ -58,27 +58,11 @@ def _rp_factory(_rp_m, _rp_fn, _rp_now, _rp_admit, _rp_settle_error, _rp_finish,
                 _rp_open, _rp_forced, _rp_untimed, _rp_exact, _rp_mask, _rp_weight, _rp_base,
                 _rp_new, _rp_error, _rp_name):
     {async_}def {name}({params}):
-        _rp_gen = _rp_m.gen
-        if _rp_m.state is not _rp_closed:
-            _rp_s = _rp_m.state
-            if _rp_s is _rp_open:
-                _rp_t = _rp_now()
-                # The generation again: the clock read is a point where
-                # another thread may have moved the state.
-                if _rp_t < _rp_m.open_until and _rp_gen == _rp_m.gen:
-                    _rp_m.rejected_calls += 1
-                    raise _rp_new(
-                        _rp_error,
-                        _rp_name,
-                        _rp_open,
-                        _rp_m.open_until - _rp_t,
-                        _rp_m.last_failure_category,
-                    )
-            elif _rp_s is _rp_forced:
-                _rp_m.rejected_calls += 1
-                raise _rp_new(_rp_error, _rp_name, _rp_forced, None, _rp_m.last_failure_category)
-            _rp_gen = _rp_admit()
-        if _rp_m.fast == _rp_untimed:
+        _rp_gen = _rp_m.gen  # read before the rest: a stale pair only drops the result
+        _rp_f = _rp_m.fast
+        # fast is cleared before any transition: while it is set the state is
+        # CLOSED or METRICS_ONLY, which admit every call.
+        if _rp_f == _rp_untimed:
             # Counted at admission, so concurrent calls do not all share one
             # sampling decision.
             _rp_k = _rp_m.ticks + 1
@@ -89,8 +73,9 @@ def _rp_factory(_rp_m, _rp_fn, _rp_now, _rp_admit, _rp_settle_error, _rp_finish,
                 except _rp_base as _rp_exc:
                     _rp_settle_error(_rp_gen, None, _rp_exc)
                     raise
+                # Still settled: consecutive_failures is 0 (a failure clears
+                # fast first) and the window needs nothing.
                 if _rp_m.fast and _rp_gen == _rp_m.gen:
-                    _rp_m.consecutive_failures = 0
                     _rp_m.successful_calls += 1
                     return _rp_result
                 _rp_finish(_rp_gen, None, None, 1)
@@ -98,6 +83,27 @@ def _rp_factory(_rp_m, _rp_fn, _rp_now, _rp_admit, _rp_settle_error, _rp_finish,
             _rp_w = _rp_weight  # this call's latency stands for the untimed ones
         else:
             _rp_w = 1
+            if not _rp_f and _rp_m.state is not _rp_closed:
+                _rp_s = _rp_m.state
+                if _rp_s is _rp_open:
+                    _rp_t = _rp_now()
+                    # The generation again: the clock read is a point where
+                    # another thread may have moved the state.
+                    if _rp_t < _rp_m.open_until and _rp_gen == _rp_m.gen:
+                        _rp_m.rejected_calls += 1
+                        raise _rp_new(
+                            _rp_error,
+                            _rp_name,
+                            _rp_open,
+                            _rp_m.open_until - _rp_t,
+                            _rp_m.last_failure_category,
+                        )
+                elif _rp_s is _rp_forced:
+                    _rp_m.rejected_calls += 1
+                    raise _rp_new(
+                        _rp_error, _rp_name, _rp_forced, None, _rp_m.last_failure_category
+                    )
+                _rp_gen = _rp_admit()
         _rp_start = _rp_now()
         try:
             _rp_result = {await_}_rp_fn({args})
@@ -107,7 +113,6 @@ def _rp_factory(_rp_m, _rp_fn, _rp_now, _rp_admit, _rp_settle_error, _rp_finish,
         _rp_end = _rp_now()
         _rp_d = _rp_end - _rp_start
         if _rp_m.fast and _rp_gen == _rp_m.gen and _rp_d < _rp_m.slow_threshold:
-            _rp_m.consecutive_failures = 0
             _rp_n = _rp_m.successful_calls + 1
             _rp_m.successful_calls = _rp_n
             _rp_m.timed_calls += _rp_w
