@@ -4,8 +4,9 @@
 
 Prints nanoseconds per call (the best of R interleaved rounds, as ``timeit``
 does: on a shared machine the slower rounds measure the neighbours, not the
-code) and the overhead over a bare ``await``; then bytes per breaker. Peers are measured too when installed
-(pybreaker, purgatory, circuitbreaker, aiobreaker). Never asserted in tests.
+code) and the overhead over a bare ``await``; then bytes per breaker. Peers
+are measured too when installed (pybreaker, purgatory, circuitbreaker,
+aiobreaker). Never asserted in tests.
 """
 
 from __future__ import annotations
