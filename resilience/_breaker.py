@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
@@ -201,6 +202,13 @@ class CircuitBreaker:
 
     def _settle_ignored(self, gen: int, start: float | None) -> None:
         self._commit(lambda m, now: m.on_ignored(gen, now, _since(start, now)))
+
+    def _settle_current(self, gen: int, start: float | None) -> None:
+        """:meth:`_settle_error` for the exception being handled (the
+        generated guards catch it without naming it)."""
+        exc = sys.exc_info()[1]
+        assert exc is not None
+        self._settle_error(gen, start, exc)
 
     def _finish(self, gen: int, end: float | None, duration: float | None, weight: int) -> None:
         """Record a success under the lock (``end`` None: read the clock)."""

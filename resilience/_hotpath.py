@@ -46,41 +46,43 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import CircuitState
 from ._errors import CircuitOpenError
-from ._machine import _HIST_EXACT, FAST_UNTIMED, LOCK_FREE, SAMPLE_MASK, SAMPLE_WEIGHT
+from ._machine import _HIST_EXACT, FAST_TIME, FAST_UNTIMED, LOCK_FREE, SAMPLE_MASK, SAMPLE_WEIGHT
 
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
 
 __all__ = ("compile_guard",)
 
+# Integers are written in as constants and the cold helpers are reached
+# through the breaker (``_rp_b``): every closure variable is copied into the
+# frame on each call, so the hot paths keep only the ones they use.
 _TEMPLATE = """\
-def _rp_factory(_rp_m, _rp_fn, _rp_now, _rp_admit, _rp_settle_error, _rp_finish, _rp_closed,
-                _rp_open, _rp_forced, _rp_untimed, _rp_exact, _rp_mask, _rp_weight, _rp_base,
-                _rp_new, _rp_error, _rp_name):
+def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced, _rp_new,
+                _rp_error):
     {async_}def {name}({params}):
         _rp_gen = _rp_m.gen  # read before the rest: a stale pair only drops the result
         _rp_f = _rp_m.fast
         # fast is cleared before any transition: while it is set the state is
         # CLOSED or METRICS_ONLY, which admit every call.
-        if _rp_f == _rp_untimed:
+        if _rp_f == {untimed}:
             # Counted at admission, so concurrent calls do not all share one
             # sampling decision.
             _rp_k = _rp_m.ticks + 1
             _rp_m.ticks = _rp_k
-            if _rp_k & _rp_mask:
+            if _rp_k & {mask}:
                 try:
                     _rp_result = {await_}_rp_fn({args})
-                except _rp_base as _rp_exc:
-                    _rp_settle_error(_rp_gen, None, _rp_exc)
+                except:  # noqa: E722 - BaseException, without a name to look up
+                    _rp_b._settle_current(_rp_gen, None)
                     raise
                 # Still settled: consecutive_failures is 0 (a failure clears
                 # fast first) and the window needs nothing.
                 if _rp_m.fast and _rp_gen == _rp_m.gen:
                     _rp_m.successful_calls += 1
                     return _rp_result
-                _rp_finish(_rp_gen, None, None, 1)
+                _rp_b._finish(_rp_gen, None, None, 1)
                 return _rp_result
-            _rp_w = _rp_weight  # this call's latency stands for the untimed ones
+            _rp_w = {weight}  # this call's latency stands for the untimed ones
         else:
             _rp_w = 1
             if not _rp_f and _rp_m.state is not _rp_closed:
@@ -93,7 +95,7 @@ def _rp_factory(_rp_m, _rp_fn, _rp_now, _rp_admit, _rp_settle_error, _rp_finish,
                         _rp_m.rejected_calls += 1
                         raise _rp_new(
                             _rp_error,
-                            _rp_name,
+                            _rp_b._name,
                             _rp_open,
                             _rp_m.open_until - _rp_t,
                             _rp_m.last_failure_category,
@@ -101,26 +103,33 @@ def _rp_factory(_rp_m, _rp_fn, _rp_now, _rp_admit, _rp_settle_error, _rp_finish,
                 elif _rp_s is _rp_forced:
                     _rp_m.rejected_calls += 1
                     raise _rp_new(
-                        _rp_error, _rp_name, _rp_forced, None, _rp_m.last_failure_category
+                        _rp_error, _rp_b._name, _rp_forced, None, _rp_m.last_failure_category
                     )
-                _rp_gen = _rp_admit()
+                _rp_gen = _rp_b._admit_slow()
         _rp_start = _rp_now()
         try:
             _rp_result = {await_}_rp_fn({args})
-        except _rp_base as _rp_exc:
-            _rp_settle_error(_rp_gen, _rp_start, _rp_exc)
+        except:  # noqa: E722
+            _rp_b._settle_current(_rp_gen, _rp_start)
             raise
         _rp_end = _rp_now()
         _rp_d = _rp_end - _rp_start
         if _rp_m.fast and _rp_gen == _rp_m.gen and _rp_d < _rp_m.slow_threshold:
+            if _rp_m.fast == {time}:
+                _rp_win = _rp_m.window
+                if _rp_end >= _rp_win.newest_end:
+                    _rp_b._finish(_rp_gen, _rp_end, _rp_d, _rp_w)  # a new bucket
+                    return _rp_result
+                _rp_win._calls[_rp_win.newest] += 1
+                _rp_win.calls += 1
             _rp_n = _rp_m.successful_calls + 1
             _rp_m.successful_calls = _rp_n
             _rp_m.timed_calls += _rp_w
             _rp_m.avg_latency_sum += _rp_d * _rp_w
-            if _rp_w != 1 or _rp_n <= _rp_exact or not _rp_n & _rp_mask:
+            if _rp_w != 1 or _rp_n <= {exact} or not _rp_n & {mask}:
                 _rp_m.settled_sample(_rp_gen, _rp_n, _rp_d, _rp_w)
             return _rp_result
-        _rp_finish(_rp_gen, _rp_end, _rp_d, _rp_w)
+        _rp_b._finish(_rp_gen, _rp_end, _rp_d, _rp_w)
         return _rp_result
     return {name}
 """
@@ -192,6 +201,11 @@ def _source(fn: types.FunctionType, is_async: bool) -> tuple[str, str]:
         name=name,
         params=params,
         args=args,
+        untimed=FAST_UNTIMED,
+        time=FAST_TIME,
+        mask=SAMPLE_MASK,
+        weight=SAMPLE_WEIGHT,
+        exact=_HIST_EXACT,
     )
     return source, prefix
 
@@ -210,23 +224,15 @@ def compile_guard(breaker: CircuitBreaker, fn: types.FunctionType, is_async: boo
     made = namespace[prefix + "factory"](
         breaker._m,
         fn,
+        breaker,
         breaker._now,
-        breaker._admit_slow,
-        breaker._settle_error,
-        breaker._finish,
         CircuitState.CLOSED,
         # Without a GIL, rejections take the lock too: no state is ever
         # identical to these placeholders.
         CircuitState.OPEN if lock_free else object(),
         CircuitState.FORCED_OPEN if lock_free else object(),
-        FAST_UNTIMED,
-        _HIST_EXACT,
-        SAMPLE_MASK,
-        SAMPLE_WEIGHT,
-        BaseException,
         BaseException.__new__,  # CircuitOpenError keeps its fields in args
         CircuitOpenError,
-        breaker.name,
     )
     # The same code and closure, with fn's globals: the code reads no global.
     code = made.__code__.replace(co_qualname=fn.__qualname__)

@@ -30,6 +30,7 @@ from ._windows import CountWindow, TimeWindow
 __all__ = (
     "FAST_NONE",
     "FAST_SETTLED",
+    "FAST_TIME",
     "FAST_UNTIMED",
     "LOCK_FREE",
     "REJECTED",
@@ -89,6 +90,11 @@ FAST_UNTIMED = 2
 """FAST_SETTLED, no rule needs durations, and the first 1,024 successes were
 timed: 31 calls in 32 may skip the clock (the latency metrics sample the
 32nd)."""
+FAST_TIME = 3
+"""CLOSED or METRICS_ONLY with a time window holding no failure and no slow
+call: a fast success of the current generation that lands in the newest
+bucket only adds to that bucket's count, so it may be recorded without the
+lock."""
 
 
 class Transition(NamedTuple):
@@ -362,8 +368,8 @@ class Machine:
             slow = duration >= self.slow_threshold
             if slow:
                 self.slow_calls += 1
-        if not slow and self.fast and gen == self.gen:
-            # One more plain success in a settled window changes nothing.
+        if not slow and gen == self.gen and self.fast and self.fast != FAST_TIME:
+            # One more plain success in a settled count window changes nothing.
             self.consecutive_failures = 0
             if n == _HIST_EXACT and self.untimed_ok:
                 self.fast = FAST_UNTIMED
@@ -382,8 +388,11 @@ class Machine:
                 # it may bring the window up to minimum_calls.
                 self.fast = FAST_NONE
                 self._after_record(now)
-            elif isinstance(w, CountWindow) and w.calls == w.size:
-                self.fast = self._settle(n)
+            elif isinstance(w, CountWindow):
+                if w.calls == w.size:
+                    self.fast = self._settle(n)
+            elif LOCK_FREE:
+                self.fast = FAST_TIME
         elif s is _HALF_OPEN:
             if now >= self.half_open_until:
                 self._catch_up(now)
@@ -508,6 +517,7 @@ class Machine:
         self._set(_HALF_OPEN, reason, at)
 
     def _close(self, at: float, reason: str) -> None:
+        self.fast = FAST_NONE
         self.window.clear()
         self.consecutive_failures = 0
         self.half_open_successes = 0

@@ -89,6 +89,8 @@ class TimeWindow:
         "_width",
         "calls",
         "failures",
+        "newest",
+        "newest_end",
         "slow",
     )
 
@@ -100,6 +102,11 @@ class TimeWindow:
         self._failures: array[int] | None = None
         self._slow: array[int] | None = None
         self.calls = self.failures = self.slow = 0
+        # The newest bucket's index and end time: a caller that may skip the
+        # lock (``Machine.fast``) counts a success there directly while
+        # ``now < newest_end``; anything else goes through record().
+        self.newest = 0
+        self.newest_end = -math.inf
 
     def _advance(self, now: float) -> int:
         """Expire buckets older than the window; return the index of `now`'s bucket."""
@@ -126,7 +133,9 @@ class TimeWindow:
             # the call in the newest bucket rather than corrupt the totals.
             return last % n
         self._epoch = epoch
-        return epoch % n
+        self.newest = j = epoch % n
+        self.newest_end = (epoch + 1) * self._width
+        return j
 
     def record(self, failure: bool, slow: bool, now: float) -> None:
         """Add one call to the bucket of ``now``."""
@@ -152,6 +161,7 @@ class TimeWindow:
 
     def clear(self) -> None:
         """Forget every call."""
+        self.newest_end = -math.inf  # first: lock-free callers stop at once
         self._calls = self._failures = self._slow = None
         self._epoch = -1
         self.calls = self.failures = self.slow = 0

@@ -13,8 +13,15 @@ from typing import Any
 
 import pytest
 
-from resilience import CircuitOpenError, CircuitState, Registry, circuit
-from resilience._machine import _HIST_EXACT, FAST_NONE, FAST_SETTLED, FAST_UNTIMED, SAMPLE_MASK
+from resilience import CircuitBreaker, CircuitOpenError, CircuitState, Registry, circuit
+from resilience._machine import (
+    _HIST_EXACT,
+    FAST_NONE,
+    FAST_SETTLED,
+    FAST_TIME,
+    FAST_UNTIMED,
+    SAMPLE_MASK,
+)
 from resilience.testing import FakeClock
 
 
@@ -172,14 +179,60 @@ async def test_a_slow_call_rule_keeps_every_call_timed() -> None:
     assert clock.reads == 200
 
 
-async def test_a_time_window_records_every_call_under_the_lock() -> None:
-    """A time window never settles: every success is timed and recorded."""
+async def test_a_clean_time_window_counts_like_the_locked_path() -> None:
+    """With no failure in a time window, successes are counted in the newest
+    bucket without the lock; the window reads exactly as if every call had
+    gone through the lock, across bucket boundaries and expiry."""
     clock = CountingClock()
-    breaker, call = _breaker_and_guard(clock, window_duration=10)
-    for i in range(2 * _HIST_EXACT):
-        await call(i)
-    assert breaker._m.fast == FAST_NONE
-    assert breaker.status()["calls_in_window"] == 2 * _HIST_EXACT
+    reg = Registry(clock=clock)
+
+    @circuit("fast", registry=reg, window_duration=10)
+    async def call() -> None: ...
+
+    locked = CircuitBreaker("locked", clock=clock, window_duration=10)
+    for _ in range(300):  # 30 s in steps of 0.1 s
+        await call()
+        await locked.call(call.__wrapped__)  # type: ignore[attr-defined]
+        clock.advance(0.1)
+    assert call.breaker._m.fast == FAST_TIME  # type: ignore[attr-defined]
+    fast_status, locked_status = call.breaker.status(), locked.status()  # type: ignore[attr-defined]
+    # The clock now reads 30 s: buckets 21..30 hold the calls of [21 s, 30 s).
+    assert fast_status["calls_in_window"] == locked_status["calls_in_window"] == 90
+    clock.reads = 0
+    await call()
+    assert clock.reads == 2  # timed: a time window needs each call's time
+
+
+async def test_a_failure_in_a_time_window_is_recorded_and_rates_stay_exact() -> None:
+    """A failure clears the lock-free path at once; later successes are recorded."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+    fail = False
+
+    @circuit("tw", registry=reg, window_duration=10, failure_threshold=100, error_rate=0.9)
+    async def call() -> None:
+        if fail:
+            raise ConnectionError("down")
+
+    for _ in range(9):
+        await call()
+        clock.advance(0.5)
+    assert call.breaker._m.fast == FAST_TIME  # type: ignore[attr-defined]
+    fail = True
+    with pytest.raises(ConnectionError):
+        await call()
+    assert call.breaker._m.fast == FAST_NONE  # type: ignore[attr-defined]
+    fail = False
+    for _ in range(10):
+        await call()
+    status = call.breaker.status()  # type: ignore[attr-defined]
+    assert status["calls_in_window"] == 20
+    assert status["error_rate"] == pytest.approx(1 / 20)
+    clock.advance(11)  # everything ages out
+    await call()
+    assert call.breaker.status()["error_rate"] == 0.0  # type: ignore[attr-defined]
+    await call()
+    assert call.breaker._m.fast == FAST_TIME  # type: ignore[attr-defined]
 
 
 async def test_sampled_latency_stands_for_every_call() -> None:

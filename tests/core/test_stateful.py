@@ -8,7 +8,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from resilience import CircuitBreaker, CircuitState, Permit
+from resilience import CircuitBreaker, CircuitOpenError, CircuitState, Permit
 from resilience.testing import FakeClock
 
 RECOVERY = 10.0
@@ -117,6 +117,16 @@ class BreakerVsModel(RuleBasedStateMachine):
         )  # fmt: skip
         self.model = Model(threshold, rate, size, min(minimum, size), successes, slow_rate)
 
+        def work(ok: bool, slow: bool) -> None:
+            if slow:
+                self.clock.advance(SLOW + 0.5)
+            if not ok:
+                raise Down()
+
+        # The same breaker through the function @circuit generates (its
+        # lock-free admission, rejection and settled-success paths).
+        self.guarded = self.breaker(work)
+
     def _admit(self) -> tuple[Permit | None, int | None]:
         permit = self.breaker.try_acquire()
         gen = self.model.admit(self.clock.monotonic())
@@ -134,6 +144,25 @@ class BreakerVsModel(RuleBasedStateMachine):
             if slow:
                 self.clock.advance(SLOW + 0.5)
             self._settle(permit, gen, ok, slow)
+
+    @rule(ok=st.booleans(), slow=st.booleans())
+    def call_through_guard(self, ok: bool, slow: bool) -> None:
+        gen = self.model.admit(self.clock.monotonic())
+        try:
+            self.guarded(ok, slow)
+        except CircuitOpenError:
+            assert gen is None
+            return
+        except Down:
+            assert not ok
+        assert gen is not None
+        self.model.result(gen, ok, slow, self.clock.monotonic())
+
+    @rule(n=st.integers(1, 12))
+    def guarded_successes(self, n: int) -> None:
+        """Runs of plain successes through the guard: its settled fast path."""
+        for _ in range(n):
+            self.call_through_guard(True, False)
 
     @rule(n=st.integers(1, 12))
     def fast_successes(self, n: int) -> None:
