@@ -46,7 +46,15 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import CircuitState
 from ._errors import CircuitOpenError
-from ._machine import _HIST_EXACT, FAST_TIME, FAST_UNTIMED, LOCK_FREE, SAMPLE_MASK, SAMPLE_WEIGHT
+from ._machine import (
+    _HIST_EXACT,
+    FAST_OPEN,
+    FAST_TIME,
+    FAST_UNTIMED,
+    LOCK_FREE,
+    SAMPLE_MASK,
+    SAMPLE_WEIGHT,
+)
 
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
@@ -62,8 +70,9 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
     {async_}def {name}({params}):
         _rp_gen = _rp_m.gen  # read before the rest: a stale pair only drops the result
         _rp_f = _rp_m.fast
-        # fast is cleared before any transition: while it is set the state is
-        # CLOSED or METRICS_ONLY, which admit every call.
+        # fast is cleared before any transition: while it is positive the
+        # state is CLOSED or METRICS_ONLY, which admit every call; FAST_OPEN
+        # is set once a transition to OPEN is complete.
         if _rp_f == {untimed}:
             # Counted at admission, so concurrent calls do not all share one
             # sampling decision.
@@ -83,29 +92,27 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
                 _rp_b._finish(_rp_gen, None, None, 1)
                 return _rp_result
             _rp_w = {weight}  # this call's latency stands for the untimed ones
-        else:
+        elif _rp_f == {open}:  # OPEN: reject until the deadline
+            _rp_t = _rp_now()
+            _rp_u = _rp_m.open_until
+            # The generation again: the clock read is a point where another
+            # thread may have moved the state.
+            if _rp_t < _rp_u and _rp_gen == _rp_m.gen:
+                _rp_m.rejected_calls += 1
+                raise _rp_new(
+                    _rp_error, _rp_b._name, _rp_open, _rp_u - _rp_t, _rp_m.last_failure_category
+                )
+            _rp_gen = _rp_b._admit_slow()
             _rp_w = 1
+        else:
             if not _rp_f and _rp_m.state is not _rp_closed:
-                _rp_s = _rp_m.state
-                if _rp_s is _rp_open:
-                    _rp_t = _rp_now()
-                    # The generation again: the clock read is a point where
-                    # another thread may have moved the state.
-                    if _rp_t < _rp_m.open_until and _rp_gen == _rp_m.gen:
-                        _rp_m.rejected_calls += 1
-                        raise _rp_new(
-                            _rp_error,
-                            _rp_b._name,
-                            _rp_open,
-                            _rp_m.open_until - _rp_t,
-                            _rp_m.last_failure_category,
-                        )
-                elif _rp_s is _rp_forced:
+                if _rp_m.state is _rp_forced:
                     _rp_m.rejected_calls += 1
                     raise _rp_new(
                         _rp_error, _rp_b._name, _rp_forced, None, _rp_m.last_failure_category
                     )
                 _rp_gen = _rp_b._admit_slow()
+            _rp_w = 1
         _rp_start = _rp_now()
         try:
             _rp_result = {await_}_rp_fn({args})
@@ -202,6 +209,7 @@ def _source(fn: types.FunctionType, is_async: bool) -> tuple[str, str]:
         params=params,
         args=args,
         untimed=FAST_UNTIMED,
+        open=FAST_OPEN,
         time=FAST_TIME,
         mask=SAMPLE_MASK,
         weight=SAMPLE_WEIGHT,

@@ -29,6 +29,7 @@ from ._windows import CountWindow, TimeWindow
 
 __all__ = (
     "FAST_NONE",
+    "FAST_OPEN",
     "FAST_SETTLED",
     "FAST_TIME",
     "FAST_UNTIMED",
@@ -80,6 +81,10 @@ False on a free-threaded build, where every result takes the lock."""
 # What a caller may do without the lock (``Machine.fast``); see
 # ``resilience._hotpath``. Every change that can unsettle the window clears it
 # to FAST_NONE *first*, before anything else it does.
+FAST_OPEN = -1
+"""OPEN: a call before ``open_until`` may be rejected without the lock (set
+after the transition is complete; the generation is checked again after the
+clock read)."""
 FAST_NONE = 0
 """Every result goes through :meth:`Machine.on_success` and friends, under the lock."""
 FAST_SETTLED = 1
@@ -215,6 +220,8 @@ class Machine:
             self.gen += 1
         self.half_open_max = config.effective_half_open_max_calls
         self.half_open_timeout = config.half_open_timeout
+        if self.state is _OPEN and LOCK_FREE:
+            self.fast = FAST_OPEN
         if self.state is _HALF_OPEN:
             # A new half_open_timeout applies to the HALF_OPEN under way.
             hot = config.half_open_timeout
@@ -368,7 +375,7 @@ class Machine:
             slow = duration >= self.slow_threshold
             if slow:
                 self.slow_calls += 1
-        if not slow and gen == self.gen and self.fast and self.fast != FAST_TIME:
+        if not slow and gen == self.gen and 0 < self.fast < FAST_TIME:
             # One more plain success in a settled count window changes nothing.
             self.consecutive_failures = 0
             if n == _HIST_EXACT and self.untimed_ok:
@@ -486,6 +493,8 @@ class Machine:
         self.state = new
         self.gen += 1
         self.state_changes += 1
+        if new is _OPEN and LOCK_FREE:
+            self.fast = FAST_OPEN
 
     def _open(self, at: float, reason: str) -> None:
         cfg = self.config
