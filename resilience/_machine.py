@@ -371,7 +371,15 @@ class Machine:
         if duration is None:
             slow = False
         else:
-            self._latency(n, duration, weight)
+            # _latency and _hist_sample, inlined: the locked paths' hot spot.
+            self.timed_calls += weight
+            self.avg_latency_sum += duration * weight
+            if weight != 1:
+                self._hist_add(duration, weight)
+            elif n <= _HIST_EXACT:
+                self._hist_add(duration, 1)
+            elif not n & SAMPLE_MASK:
+                self._hist_add(duration, SAMPLE_WEIGHT)
             slow = duration >= self.slow_threshold
             if slow:
                 self.slow_calls += 1
