@@ -218,18 +218,26 @@ def _source(fn: types.FunctionType, is_async: bool) -> tuple[str, str]:
     return source, prefix
 
 
-def compile_guard(breaker: CircuitBreaker, fn: types.FunctionType, is_async: bool) -> Any:
-    """A function that calls ``fn`` through ``breaker``, with ``fn``'s
-    parameters, defaults, metadata and globals, and ``.breaker``."""
-    source, prefix = _source(fn, is_async)
+@functools.lru_cache(maxsize=1024)
+def _factory(source: str, prefix: str) -> Any:
+    """The compiled factory for ``source``: functions with the same name and
+    parameters share one code object (each call of the factory closes over
+    its own breaker and function)."""
     # One file name per distinct source, registered with linecache so that
     # tracebacks and profilers show the guard's lines.
     filename = f"<resilience guard {hashlib.blake2s(source.encode(), digest_size=8).hexdigest()}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace: dict[str, Any] = {}
     exec(compile(source, filename, "exec"), namespace)
+    return namespace[prefix + "factory"]
+
+
+def compile_guard(breaker: CircuitBreaker, fn: types.FunctionType, is_async: bool) -> Any:
+    """A function that calls ``fn`` through ``breaker``, with ``fn``'s
+    parameters, defaults, metadata and globals, and ``.breaker``."""
+    source, prefix = _source(fn, is_async)
     lock_free = LOCK_FREE
-    made = namespace[prefix + "factory"](
+    made = _factory(source, prefix)(
         breaker._m,
         fn,
         breaker,
