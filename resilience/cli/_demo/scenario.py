@@ -4,6 +4,7 @@ and stop everything it started, however it ends."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import time
 from collections.abc import Callable
@@ -108,6 +109,10 @@ async def run_scenario(
     # it now, during setup, so its cost comes out of the runs' budget rather
     # than overrunning --duration at the end.
     await asyncio.to_thread(_preload_report_libraries)
+    # Its many long-lived objects would lengthen every full garbage
+    # collection during the runs (tens of ms, enough to move the p99): keep
+    # what exists now out of the collector's scans.
+    gc.freeze()
     async with AsyncExitStack() as stack:
         if options.dsn is None:
             view.message("starting a throwaway PostgreSQL (no --dsn given)...")
