@@ -8,7 +8,10 @@ import dis
 import gc
 import inspect
 import pickle
+import random
+import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ from resilience import CircuitBreaker, CircuitOpenError, CircuitState, Registry,
 from resilience._machine import (
     _HIST_EXACT,
     FAST_NONE,
+    FAST_OPEN,
     FAST_SETTLED,
     FAST_TIME,
     FAST_UNTIMED,
@@ -527,3 +531,104 @@ def test_a_full_histogram_bucket_halves_instead_of_overflowing(fake_clock: FakeC
     m._hist_add(0.001, SAMPLE_MASK + 1)
     assert m._hist[fast] == (0xFFFFFFFF - 10) // 2 + SAMPLE_MASK + 1
     assert m._hist[slow] == 0  # 1 // 2: halved with the rest
+
+
+def test_lock_free_paths_hold_their_invariants_under_thread_chaos() -> None:
+    """Four threads call through a guard while another fails calls, reconfigures
+    and moves the state, with the GIL switching every microsecond: under the
+    lock, ``fast`` only ever describes the state and window it claims, and
+    every call is counted exactly once."""
+    from resilience._windows import CountWindow, TimeWindow
+
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+    rng = random.Random(7)
+    failing = [False]
+
+    @circuit("chaos", registry=reg, window_size=20, failure_threshold=5, jitter=0)
+    def call() -> None:
+        if failing[0] and rng.random() < 0.5:
+            raise ConnectionError("down")
+
+    breaker = call.breaker  # type: ignore[attr-defined]
+    stop = threading.Event()
+    totals = [0, 0, 0]  # succeeded, failed, rejected
+    totals_lock = threading.Lock()
+    broken: list[tuple[Any, ...]] = []
+
+    def worker() -> None:
+        ok = failed = rejected = 0
+        while not stop.is_set():
+            try:
+                call()
+                ok += 1
+            except ConnectionError:
+                failed += 1
+            except CircuitOpenError:
+                rejected += 1
+        with totals_lock:
+            totals[0] += ok
+            totals[1] += failed
+            totals[2] += rejected
+
+    def check() -> None:
+        with breaker._lock:
+            m = breaker._m
+            w = m.window
+            f = m.fast
+            if f == FAST_OPEN:
+                good = m.state is CircuitState.OPEN
+            elif f > 0:
+                good = (
+                    m.state in (CircuitState.CLOSED, CircuitState.METRICS_ONLY)
+                    and w.failures == 0
+                    and w.slow == 0
+                )
+                if f == FAST_TIME:
+                    good = good and isinstance(w, TimeWindow)
+                else:
+                    good = good and isinstance(w, CountWindow) and w.calls == w.size
+                if f == FAST_UNTIMED:
+                    good = good and m.untimed_ok
+            else:
+                good = True
+            if not good:
+                broken.append((m.state, f, w.calls, w.failures))
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for _ in range(400):
+            step = rng.random()
+            if step < 0.3:
+                failing[0] = not failing[0]
+            elif step < 0.4:
+                breaker.reconfigure(window_size=rng.choice([20, 30]))
+            elif step < 0.5:
+                breaker.reconfigure(window_duration=rng.choice([None, 5.0]))
+            elif step < 0.55:
+                breaker.metrics_only()
+            elif step < 0.6:
+                breaker.disable()
+            elif step < 0.75:
+                breaker._control_sync(CircuitState.CLOSED, "chaos")
+            else:
+                clock.advance(rng.choice([0.5, 31.0]))  # within or past the open period
+            check()
+            time.sleep(0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        sys.setswitchinterval(previous)
+    assert broken == []
+    metrics = breaker.metrics()
+    assert (metrics["successful_calls"], metrics["failed_calls"], metrics["rejected_calls"]) == (
+        totals[0],
+        totals[1],
+        totals[2],
+    )
+    assert sum(totals) > 1000
