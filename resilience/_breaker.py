@@ -25,7 +25,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._config import CircuitConfig, CircuitState, make_config
 from ._decorators._common import is_async_callable
 from ._errors import CircuitOpenError
-from ._machine import _HIST_EXACT, FAST_TIME, LOCK_FREE, SAMPLE_MASK, Machine, Transition
+from ._machine import LOCK_FREE, Machine, Transition
 
 if TYPE_CHECKING:
     from ._store import StateStore
@@ -45,7 +45,6 @@ _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN
 _HALF_OPEN: Final = CircuitState.HALF_OPEN
 _FORCED_OPEN: Final = CircuitState.FORCED_OPEN
-_FAST_TIME: Final = FAST_TIME
 _FAILURE: Final = Outcome.FAILURE
 _TRIP: Final = Outcome.TRIP
 _SUCCESS: Final = Outcome.SUCCESS
@@ -178,7 +177,8 @@ class CircuitBreaker:
         return self._admit_slow()
 
     def _settle_success(self, gen: int, start: float) -> None:
-        self._record_success(self._m, gen, start, self._now())
+        end = self._now()
+        self._finish(gen, end, end - start, 1)
 
     # ``start`` is None for a call that was not timed (see ``_hotpath``).
 
@@ -269,16 +269,8 @@ class CircuitBreaker:
             raise
         end = now()
         d = end - start
-        if 0 < m.fast < _FAST_TIME and gen == m.gen and d < m.slow_threshold:
-            # A settled count window: counted without the lock, as in _hotpath.
-            n = m.successful_calls + 1
-            m.successful_calls = n
-            m.timed_calls += 1
-            m.avg_latency_sum += d
-            if n <= _HIST_EXACT or not n & SAMPLE_MASK:
-                m.settled_sample(gen, n, d, 1)
-            return result
-        self._finish(gen, end, d, 1)
+        if not m.settled_success(gen, d):
+            self._finish(gen, end, d, 1)
         return result
 
     def _call_sync(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
@@ -295,30 +287,9 @@ class CircuitBreaker:
             raise
         end = now()
         d = end - start
-        if 0 < m.fast < _FAST_TIME and gen == m.gen and d < m.slow_threshold:
-            # A settled count window: counted without the lock, as in _hotpath.
-            n = m.successful_calls + 1
-            m.successful_calls = n
-            m.timed_calls += 1
-            m.avg_latency_sum += d
-            if n <= _HIST_EXACT or not n & SAMPLE_MASK:
-                m.settled_sample(gen, n, d, 1)
-            return result
-        self._finish(gen, end, d, 1)
+        if not m.settled_success(gen, d):
+            self._finish(gen, end, d, 1)
         return result
-
-    def _record_success(self, m: Machine, gen: int, start: float, end: float) -> None:
-        lock = self._lock
-        lock.acquire()
-        try:
-            m.on_success(gen, end, end - start)
-            pending = m.pending
-            if pending:
-                m.pending = None
-        finally:
-            lock.release()
-        if pending:
-            self._deliver(pending)
 
     # -- ways to guard code ------------------------------------------------
 

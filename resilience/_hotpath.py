@@ -121,6 +121,7 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
             raise
         _rp_end = _rp_now()
         _rp_d = _rp_end - _rp_start
+        # Machine.settled_success, inlined and weighted, plus the time window's bucket.
         if _rp_m.fast and _rp_gen == _rp_m.gen and _rp_d < _rp_m.slow_threshold:
             if _rp_m.fast == {time}:
                 _rp_win = _rp_m.window

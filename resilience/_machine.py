@@ -345,6 +345,26 @@ class Machine:
                 hist[j] >>= 1
         hist[i] += weight
 
+    def settled_success(self, gen: int, duration: float) -> bool:
+        """Count, without the lock, a success admitted under ``gen`` that took
+        ``duration`` s, if the count window is settled (FAST_SETTLED or
+        FAST_UNTIMED) and the call was fast; ``False``: record it under the
+        lock instead. The generated guards (``resilience._hotpath``) inline
+        these same steps.
+
+        No call and no backward jump lies between the check and the counter
+        writes, so the GIL cannot hand the thread over in between.
+        """
+        if 0 < self.fast < FAST_TIME and gen == self.gen and duration < self.slow_threshold:
+            n = self.successful_calls + 1
+            self.successful_calls = n
+            self.timed_calls += 1
+            self.avg_latency_sum += duration
+            if n <= _HIST_EXACT or not n & SAMPLE_MASK:
+                self.settled_sample(gen, n, duration, 1)
+            return True
+        return False
+
     def settled_sample(self, gen: int, n: int, duration: float, weight: int) -> None:
         """The histogram part of a settled success (the ``n``-th, admitted
         under ``gen``) that a caller timed and counted without the lock (see
