@@ -42,13 +42,12 @@ async def hand_wrapper(x: int) -> int:
 
 
 def _wrapt_subclass() -> Case:
-    # The cheapest such subclass: the callee is a closure variable, not
-    # looked up through the proxy.
-    fn = target
-
+    # A FunctionWrapper subclass with its own ``__call__`` that adds one
+    # coroutine level, as the issue's advice ("one coroutine level per call,
+    # not two") implies: on the machine the goal was set on, about 200 ns.
     class Passthrough(wrapt.FunctionWrapper):  # type: ignore[misc]
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            return fn(*args, **kwargs)
+        async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return await self.__wrapped__(*args, **kwargs)
 
     return Passthrough(target, lambda wrapped, instance, args, kwargs: None)  # type: ignore[no-any-return]
 
@@ -87,7 +86,7 @@ def build_cases() -> dict[str, tuple[Case, bool]]:
         "hand-written async wrapper": (hand_wrapper, False),
         # The yardsticks the speed goal was set against (issue 2): what wrapt
         # itself costs on this machine.
-        "calibration: wrapt FunctionWrapper subclass, own __call__": (_wrapt_subclass(), False),
+        "calibration: wrapt FunctionWrapper subclass, async __call__": (_wrapt_subclass(), False),
         "calibration: plain wrapt.decorator": (_wrapt_decorated(), False),
         "@circuit (count window)": (circuit("count", registry=reg)(target), False),
         "@circuit (time window + slow calls)": (
@@ -251,17 +250,25 @@ def main() -> None:
     for name, ns in rows:
         print(f"{name:<66} {ns:9.0f} {ns - base:+9.0f}")
     over = {name: ns - base for name, ns in rows}
-    yardstick = over["calibration: wrapt FunctionWrapper subclass, own __call__"]
+    # What the issue quotes for the yardsticks, on the machine its goals were
+    # set on: their ratio here says how this machine compares.
+    factor = (
+        over["calibration: wrapt FunctionWrapper subclass, async __call__"] / 200
+        + over["calibration: plain wrapt.decorator"] / 500
+    ) / 2
     print()
-    print("Goal (issue 2), scaled by this machine's yardstick: the wrapt subclass,")
-    print(f"~200 ns where the goal was set, costs {yardstick:+.0f} ns here.")
+    print("Goal (issue 2). The yardsticks (a wrapt subclass with an async __call__,")
+    print("~200 ns where the goal was set, and wrapt.decorator, ~500 ns) put this")
+    print(f"machine at {factor:.2f}x that one; 'scaled' is the goal times that.")
     for name, goal in (
         ("@circuit (count window)", 300),
         ("@circuit (time window + slow calls)", 300),
         ("rejection when open (raises CircuitOpenError)", 600),
     ):
-        scaled = goal / 200 * yardstick
-        print(f"  {name:<52} {over[name]:+6.0f} ns = {over[name] / scaled:4.2f} x goal ({goal} ns)")
+        print(
+            f"  {name:<48} {over[name]:+5.0f} ns = {over[name] / goal:4.2f} x goal "
+            f"({goal} ns), {over[name] / (goal * factor):4.2f} x scaled"
+        )
     print()
     print(f"{'memory':<52} {'bytes':>9}")
     print("-" * 72)

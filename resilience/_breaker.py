@@ -568,8 +568,7 @@ class CircuitBreaker:
 
     def _snapshot(self, m: Machine, now: float) -> dict[str, Any]:
         state = m.current_state(now)
-        m.window.refresh(now)
-        w = m.window
+        w = m.refresh_window(now)
         calls = w.calls
         snapshot = {
             "name": self._name,
@@ -594,6 +593,7 @@ class CircuitBreaker:
         """Lifetime counters of the breaker, in bounded memory."""
         with self._lock:
             m = self._m
+            m.fold()
             timed = m.timed_calls
             p99 = m.latency_quantile(0.99)
             return {
@@ -616,6 +616,7 @@ class CircuitBreaker:
         buckets, two per octave, for exporters (Prometheus, OpenTelemetry).
         Counts are estimates scaled from a sample once past 1,024 calls."""
         with self._lock:
+            self._m.fold()
             return self._m.latency_histogram()
 
     def _same_settings(self, config: CircuitConfig, classifier: Any) -> list[str]:

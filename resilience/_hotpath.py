@@ -25,7 +25,13 @@ Per call, while CLOSED (the hot path):
   one step of one coroutine at a time. Everything that unsettles the window
   clears ``fast`` before anything else, under the lock;
 - when no rule needs durations, 31 calls in 32 do not read the clock
-  (``FAST_UNTIMED``); the 32nd feeds the latency metrics;
+  (``FAST_UNTIMED``); the 32nd feeds the latency metrics, weighted for the
+  32. A window that times every call (a slow-call rule, a time window) feeds
+  them one call in 32 past the first 1,024, weighted the same way;
+- with a clean time window (``FAST_TIME``, past the first 1,024 successes) a
+  success inside the newest bucket only adds to ``Machine.hot``, which
+  ``Machine.fold`` adds to the bucket and to ``successful_calls`` under the
+  lock before either is read;
 - a rejection while OPEN (before its deadline) or FORCED_OPEN is decided
   without the lock too (a counter, a deadline compare) and raises a fresh
   :class:`CircuitOpenError`.
@@ -91,8 +97,10 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
                     return _rp_result
                 _rp_b._finish(_rp_gen, None, None, 1)
                 return _rp_result
-            _rp_w = {weight}  # this call's latency stands for the untimed ones
-        elif _rp_f == {open}:  # OPEN: reject until the deadline
+            _rp_s = 0  # a sample: this call's latency stands for the untimed ones
+        elif _rp_f > 0:  # FAST_SETTLED, FAST_TIME: sample one call in 32
+            _rp_s = {mask}
+        elif _rp_f:  # FAST_OPEN: reject until the deadline
             _rp_t = _rp_now()
             _rp_u = _rp_m.open_until
             # The generation again: the clock read is a point where another
@@ -103,16 +111,16 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
                     _rp_error, _rp_b._name, _rp_open, _rp_u - _rp_t, _rp_m.last_failure_category
                 )
             _rp_gen = _rp_b._admit_slow()
-            _rp_w = 1
+            _rp_s = {mask}
         else:
-            if not _rp_f and _rp_m.state is not _rp_closed:
+            if _rp_m.state is not _rp_closed:
                 if _rp_m.state is _rp_forced:
                     _rp_m.rejected_calls += 1
                     raise _rp_new(
                         _rp_error, _rp_b._name, _rp_forced, None, _rp_m.last_failure_category
                     )
                 _rp_gen = _rp_b._admit_slow()
-            _rp_w = 1
+            _rp_s = {mask}
         _rp_start = _rp_now()
         try:
             _rp_result = {await_}_rp_fn({args})
@@ -121,23 +129,25 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
             raise
         _rp_end = _rp_now()
         _rp_d = _rp_end - _rp_start
-        # Machine.settled_success, inlined and weighted, plus the time window's bucket.
-        if _rp_m.fast and _rp_gen == _rp_m.gen and _rp_d < _rp_m.slow_threshold:
-            if _rp_m.fast == {time}:
-                _rp_win = _rp_m.window
-                if _rp_end >= _rp_win.newest_end:
-                    _rp_b._finish(_rp_gen, _rp_end, _rp_d, _rp_w)  # a new bucket
+        _rp_f = _rp_m.fast
+        if _rp_f and _rp_gen == _rp_m.gen and _rp_d < _rp_m.slow_threshold:
+            if _rp_f == {time}:
+                # In the newest bucket: counted in hot, which Machine.fold
+                # adds to the bucket and to successful_calls under the lock.
+                if _rp_end < _rp_m.hot_end:
+                    _rp_n = _rp_m.hot + 1
+                    _rp_m.hot = _rp_n
+                    if not _rp_n & {mask}:
+                        _rp_m.settled_sample(_rp_gen, _rp_n, _rp_d, 0)
                     return _rp_result
-                _rp_win._calls[_rp_win.newest] += 1
-                _rp_win.calls += 1
-            _rp_n = _rp_m.successful_calls + 1
-            _rp_m.successful_calls = _rp_n
-            _rp_m.timed_calls += _rp_w
-            _rp_m.avg_latency_sum += _rp_d * _rp_w
-            if _rp_w != 1 or _rp_n <= {exact} or not _rp_n & {mask}:
-                _rp_m.settled_sample(_rp_gen, _rp_n, _rp_d, _rp_w)
-            return _rp_result
-        _rp_b._finish(_rp_gen, _rp_end, _rp_d, _rp_w)
+            else:
+                # Machine.settled_success, inlined.
+                _rp_n = _rp_m.successful_calls + 1
+                _rp_m.successful_calls = _rp_n
+                if not _rp_n & _rp_s or _rp_n <= {exact}:
+                    _rp_m.settled_sample(_rp_gen, _rp_n, _rp_d, _rp_s)
+                return _rp_result
+        _rp_b._finish(_rp_gen, _rp_end, _rp_d, 1 if _rp_s else {weight})
         return _rp_result
     return {name}
 """

@@ -51,6 +51,7 @@ _FORCED_OPEN = CircuitState.FORCED_OPEN
 _DISABLED = CircuitState.DISABLED
 _METRICS_ONLY = CircuitState.METRICS_ONLY
 _INF = math.inf
+_NEG_INF = -math.inf
 _CATEGORIES = tuple(ErrorCategory)
 _CATEGORY_INDEX = {c: i for i, c in enumerate(_CATEGORIES)}
 
@@ -134,6 +135,8 @@ class Machine:
         "half_open_successes",
         "half_open_timeout",
         "half_open_until",
+        "hot",
+        "hot_end",
         "ignored_calls",
         "last_failure_at",
         "last_failure_category",
@@ -178,6 +181,11 @@ class Machine:
         self.last_failure_at: float | None = None
         self.last_failure_category: ErrorCategory | None = None
         self.window: CountWindow | TimeWindow = CountWindow(1)
+        # FAST_TIME: successes counted without the lock in the time window's
+        # newest bucket, which ends at hot_end; fold() adds them to the bucket
+        # and to successful_calls, under the lock, before either is read.
+        self.hot = 0
+        self.hot_end = _NEG_INF
         self.reset_metrics()
         self.apply_config(config, rebuild_window=True)
 
@@ -187,6 +195,7 @@ class Machine:
         """Adopt ``config`` keeping state and counters (the window is rebuilt
         only when its shape changes)."""
         self.fast = FAST_NONE
+        self.fold()
         old = getattr(self, "config", None)
         if rebuild_window is None:
             rebuild_window = old is None or (
@@ -358,18 +367,24 @@ class Machine:
         if 0 < self.fast < FAST_TIME and gen == self.gen and duration < self.slow_threshold:
             n = self.successful_calls + 1
             self.successful_calls = n
-            self.timed_calls += 1
-            self.avg_latency_sum += duration
             if n <= _HIST_EXACT or not n & SAMPLE_MASK:
-                self.settled_sample(gen, n, duration, 1)
+                self.settled_sample(gen, n, duration, SAMPLE_MASK)
             return True
         return False
 
-    def settled_sample(self, gen: int, n: int, duration: float, weight: int) -> None:
-        """The histogram part of a settled success (the ``n``-th, admitted
+    def settled_sample(self, gen: int, n: int, duration: float, mask: int) -> None:
+        """The latency part of a settled success (the ``n``-th, admitted
         under ``gen``) that a caller timed and counted without the lock (see
-        ``resilience._hotpath``); past 1,024 timed calls, allow FAST_UNTIMED."""
-        self._hist_sample(n, duration, weight)
+        ``resilience._hotpath``), and past 1,024 timed calls, allow
+        FAST_UNTIMED. ``mask``: SAMPLE_MASK for a call of a run that times
+        every call (past the first 1,024, callers come here for one call in
+        32, which stands for the 32); 0 for a sample that stands for 32 calls
+        whatever ``n`` (the timed call of an untimed run; one call in 32 of
+        FAST_TIME, which starts past the first 1,024)."""
+        weight = 1 if mask and n <= _HIST_EXACT else SAMPLE_WEIGHT
+        self.timed_calls += weight
+        self.avg_latency_sum += duration * weight
+        self._hist_add(duration, weight)
         if (
             gen == self.gen
             and self.fast == FAST_SETTLED
@@ -377,6 +392,25 @@ class Machine:
             and self.successful_calls >= _HIST_EXACT
         ):
             self.fast = FAST_UNTIMED
+
+    def fold(self) -> None:
+        """Add the successes counted without the lock (FAST_TIME) to the time
+        window's newest bucket and to ``successful_calls``: under the lock,
+        before either is read or the window changes."""
+        hot = self.hot
+        if hot:
+            self.hot = 0
+            self.successful_calls += hot
+            w = self.window
+            if isinstance(w, TimeWindow):
+                w.count_newest(hot)
+
+    def refresh_window(self, now: float) -> CountWindow | TimeWindow:
+        """The window, describing the calls of the window at ``now``."""
+        self.fold()
+        w = self.window
+        w.refresh(now)
+        return w
 
     def _settle(self, n: int) -> int:
         if not LOCK_FREE:
@@ -386,6 +420,8 @@ class Machine:
     def on_success(self, gen: int, now: float, duration: float | None, weight: int = 1) -> None:
         """Record a call admitted under ``gen`` that succeeded after ``duration``
         seconds (``None``: not timed), timed as one of ``weight`` calls."""
+        if self.hot:
+            self.fold()
         n = self.successful_calls + 1
         self.successful_calls = n
         if duration is None:
@@ -426,7 +462,10 @@ class Machine:
             elif isinstance(w, CountWindow):
                 if w.calls == w.size:
                     self.fast = self._settle(n)
-            elif LOCK_FREE:
+            elif LOCK_FREE and n >= _HIST_EXACT:
+                # Past the first 1,024 successes: every lock-free one is then
+                # a sample candidate of weight 32 (see resilience._hotpath).
+                self.hot_end = w.newest_end
                 self.fast = FAST_TIME
         elif s is _HALF_OPEN:
             if now >= self.half_open_until:
@@ -454,6 +493,8 @@ class Machine:
         """Record a failure of ``category``; ``trip`` opens the circuit at once."""
         if gen == self.gen:
             self.fast = FAST_NONE  # first: lock-free callers must see it at once
+        if self.hot:
+            self.fold()
         self.failed_calls += 1
         by_cat = self.failures_by_category
         if by_cat is None:
@@ -555,6 +596,7 @@ class Machine:
 
     def _close(self, at: float, reason: str) -> None:
         self.fast = FAST_NONE
+        self.fold()
         self.window.clear()
         self.consecutive_failures = 0
         self.half_open_successes = 0
@@ -627,7 +669,7 @@ class Machine:
 
     @property
     def total_calls(self) -> int:
-        """Admitted calls that have finished."""
+        """Admitted calls that have finished (after :meth:`fold`)."""
         return self.successful_calls + self.failed_calls + self.ignored_calls
 
     def failures_by_category_dict(self) -> dict[str, int]:

@@ -102,9 +102,10 @@ class TimeWindow:
         self._failures: array[int] | None = None
         self._slow: array[int] | None = None
         self.calls = self.failures = self.slow = 0
-        # The newest bucket's index and end time: a caller that may skip the
-        # lock (``Machine.fast``) counts a success there directly while
-        # ``now < newest_end``; anything else goes through record().
+        # The newest bucket's index and end time: successes counted without
+        # the lock (``Machine.fast``, ``Machine.hot``) while ``now <
+        # newest_end`` are added there (count_newest); anything else goes
+        # through record().
         self.newest = 0
         self.newest_end = -math.inf
 
@@ -154,6 +155,12 @@ class TimeWindow:
             self._slow[j] += 1  # type: ignore[index]
             self.slow += 1
 
+    def count_newest(self, n: int) -> None:
+        """Add ``n`` successes to the newest bucket (``Machine.fold``)."""
+        assert self._calls is not None
+        self._calls[self.newest] += n
+        self.calls += n
+
     def refresh(self, now: float) -> None:
         """Expire what has aged out, so the totals describe the window at ``now``."""
         if self._calls is not None:
@@ -161,7 +168,7 @@ class TimeWindow:
 
     def clear(self) -> None:
         """Forget every call."""
-        self.newest_end = -math.inf  # first: lock-free callers stop at once
+        self.newest_end = -math.inf
         self._calls = self._failures = self._slow = None
         self._epoch = -1
         self.calls = self.failures = self.slow = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dis
+import functools
 import gc
 import inspect
 import pickle
@@ -183,10 +184,19 @@ async def test_a_slow_call_rule_keeps_every_call_timed() -> None:
     assert clock.reads == 200
 
 
+async def _warm_up(call: Any, clock: FakeClock) -> None:
+    """The first 1,024 successes, which a time window records under the lock,
+    then long enough for them to leave a 10 s window."""
+    for _ in range(_HIST_EXACT):
+        await call()
+    clock.advance(20)
+
+
 async def test_a_clean_time_window_counts_like_the_locked_path() -> None:
-    """With no failure in a time window, successes are counted in the newest
-    bucket without the lock; the window reads exactly as if every call had
-    gone through the lock, across bucket boundaries and expiry."""
+    """Past the first 1,024 successes, with no failure in a time window,
+    successes are counted in the newest bucket without the lock; the window
+    and the counters read exactly as if every call had gone through the lock,
+    across bucket boundaries and expiry."""
     clock = CountingClock()
     reg = Registry(clock=clock)
 
@@ -194,14 +204,19 @@ async def test_a_clean_time_window_counts_like_the_locked_path() -> None:
     async def call() -> None: ...
 
     locked = CircuitBreaker("locked", clock=clock, window_duration=10)
+    await _warm_up(call, clock)
+    await _warm_up(functools.partial(locked.call, call.__wrapped__), clock)  # type: ignore[attr-defined]
     for _ in range(300):  # 30 s in steps of 0.1 s
         await call()
         await locked.call(call.__wrapped__)  # type: ignore[attr-defined]
         clock.advance(0.1)
     assert call.breaker._m.fast == FAST_TIME  # type: ignore[attr-defined]
+    assert call.breaker._m.hot > 0  # type: ignore[attr-defined]
     fast_status, locked_status = call.breaker.status(), locked.status()  # type: ignore[attr-defined]
-    # The clock now reads 30 s: buckets 21..30 hold the calls of [21 s, 30 s).
+    # The clock now reads 70 s: buckets 61..70 hold the calls of [61 s, 70 s).
     assert fast_status["calls_in_window"] == locked_status["calls_in_window"] == 90
+    counted = call.breaker.metrics()["successful_calls"]  # type: ignore[attr-defined]
+    assert counted == locked.metrics()["successful_calls"] == _HIST_EXACT + 300
     clock.reads = 0
     await call()
     assert clock.reads == 2  # timed: a time window needs each call's time
@@ -218,6 +233,7 @@ async def test_a_failure_in_a_time_window_is_recorded_and_rates_stay_exact() -> 
         if fail:
             raise ConnectionError("down")
 
+    await _warm_up(call, clock)
     for _ in range(9):
         await call()
         clock.advance(0.5)
@@ -239,14 +255,25 @@ async def test_a_failure_in_a_time_window_is_recorded_and_rates_stay_exact() -> 
     assert call.breaker._m.fast == FAST_TIME  # type: ignore[attr-defined]
 
 
-async def test_sampled_latency_stands_for_every_call() -> None:
-    """Mean and p99 stay right when 31 calls in 32 go untimed: a sample is
-    weighted for the calls it stands for (slow warm-up, fast steady state)."""
+@pytest.mark.parametrize(
+    ("settings", "fast"),
+    [
+        ({}, FAST_UNTIMED),
+        ({"slow_call_duration": 10.0}, FAST_SETTLED),
+        ({"window_duration": 60, "slow_call_duration": 10.0}, FAST_TIME),
+    ],
+    ids=["untimed", "count-window-timed", "time-window-timed"],
+)
+async def test_sampled_latency_stands_for_every_call(settings: dict[str, Any], fast: int) -> None:
+    """Mean and p99 stay right past the first 1,024 calls, when one call in 32
+    feeds the latency metrics (and, untimed, 31 in 32 skip the clock): a
+    sample is weighted for the calls it stands for (slow warm-up, fast steady
+    state)."""
     clock = FakeClock()
     reg = Registry(clock=clock)
     latency = 0.5
 
-    @circuit("lat", registry=reg)
+    @circuit("lat", registry=reg, **settings)
     async def call() -> None:
         clock.advance(latency)
 
@@ -256,11 +283,66 @@ async def test_sampled_latency_stands_for_every_call() -> None:
     steady = 32 * 4_000
     for _ in range(steady):
         await call()
+    assert call.breaker._m.fast == fast  # type: ignore[attr-defined]
     metrics = call.breaker.metrics()  # type: ignore[attr-defined]
+    assert metrics["successful_calls"] == _HIST_EXACT + steady
     true_mean = (_HIST_EXACT * 0.5 + steady * 0.001) / (_HIST_EXACT + steady)
     assert metrics["avg_latency_ms"] == pytest.approx(true_mean * 1000, rel=0.02)
     # Fewer than 1% of the calls were slow, so p99 is a fast call's latency.
     assert metrics["p99_latency_ms"] == pytest.approx(1.0, rel=0.2)
+
+
+async def test_a_time_windows_lock_free_successes_are_in_it_whenever_it_is_read() -> None:
+    """Successes counted without the lock in the newest bucket are folded into
+    the window before a failure is recorded, the window is reported, or a
+    reconfigure keeps it; a reconfigure that replaces it keeps the counters."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+    fail = False
+
+    @circuit(
+        "tw",
+        registry=reg,
+        window_duration=10,
+        failure_threshold=100,
+        error_rate=0.5,
+        minimum_calls=2,
+    )
+    async def call() -> None:
+        if fail:
+            raise ConnectionError("down")
+
+    m = call.breaker._m  # type: ignore[attr-defined]
+    await _warm_up(call, clock)
+    for _ in range(20):  # one bucket: the first is recorded under the lock
+        await call()
+    assert (m.fast, m.hot) == (FAST_TIME, 19)
+    fail = True
+    with pytest.raises(ConnectionError):
+        await call()
+    # Judged against all 20 successes (1 call in 21 failed), not against the
+    # one recorded under the lock (1 in 2, which would trip).
+    assert call.breaker.state is CircuitState.CLOSED  # type: ignore[attr-defined]
+    status = call.breaker.status()  # type: ignore[attr-defined]
+    assert (status["calls_in_window"], status["error_rate"]) == (21, pytest.approx(1 / 21))
+    fail = False
+    clock.advance(20)
+    for _ in range(20):
+        await call()
+    histogram = call.breaker.latency_histogram()  # type: ignore[attr-defined]
+    assert sum(n for _, n in histogram) == _HIST_EXACT + 41  # every finished call
+    clock.advance(20)  # everything ages out; calls land in a new bucket
+    for _ in range(10):
+        await call()
+    assert m.hot == 9
+    call.breaker.reconfigure(failure_threshold=50)  # type: ignore[attr-defined]
+    assert call.breaker.status()["calls_in_window"] == 10  # type: ignore[attr-defined]
+    for _ in range(10):
+        await call()
+    assert m.hot == 9
+    call.breaker.reconfigure(window_duration=30)  # type: ignore[attr-defined]
+    assert call.breaker.status()["calls_in_window"] == 0  # type: ignore[attr-defined]
+    assert call.breaker.metrics()["successful_calls"] == _HIST_EXACT + 60  # type: ignore[attr-defined]
 
 
 async def test_concurrent_timed_calls_all_reach_the_histogram() -> None:
@@ -555,6 +637,7 @@ def test_lock_free_paths_hold_their_invariants_under_thread_chaos() -> None:
     totals = [0, 0, 0]  # succeeded, failed, rejected
     totals_lock = threading.Lock()
     broken: list[tuple[Any, ...]] = []
+    seen: set[int] = set()  # the lock-free modes the checks found in force
 
     def worker() -> None:
         ok = failed = rejected = 0
@@ -576,6 +659,7 @@ def test_lock_free_paths_hold_their_invariants_under_thread_chaos() -> None:
             m = breaker._m
             w = m.window
             f = m.fast
+            seen.add(f)
             if f == FAST_OPEN:
                 good = m.state is CircuitState.OPEN
             elif f > 0:
@@ -632,3 +716,5 @@ def test_lock_free_paths_hold_their_invariants_under_thread_chaos() -> None:
         totals[2],
     )
     assert sum(totals) > 1000
+    # Every lock-free mode this configuration can reach was in force at times.
+    assert {FAST_OPEN, FAST_UNTIMED, FAST_TIME} <= seen
