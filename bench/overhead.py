@@ -16,6 +16,7 @@ import asyncio
 import gc
 import importlib.util
 import platform
+import statistics
 import sys
 import time
 import tracemalloc
@@ -41,15 +42,33 @@ async def hand_wrapper(x: int) -> int:
     return result
 
 
-def _wrapt_subclass() -> Case:
-    # A FunctionWrapper subclass with its own ``__call__`` that adds one
-    # coroutine level, as the issue's advice ("one coroutine level per call,
-    # not two") implies: on the machine the goal was set on, about 200 ns.
-    class Passthrough(wrapt.FunctionWrapper):  # type: ignore[misc]
+def _wrapt_subclasses() -> dict[str, Case]:
+    """FunctionWrapper subclasses with their own ``__call__``, which the issue
+    says cost about 200 ns where the goal was set, without saying which
+    shape: the three plausible ones, from the most to the least work."""
+    fn = target
+    wrapper = lambda wrapped, instance, args, kwargs: None  # noqa: E731 - never called
+
+    class AsyncCall(wrapt.FunctionWrapper):  # type: ignore[misc]
+        # One coroutine level of its own, like any guard that awaits.
         async def __call__(self, *args: Any, **kwargs: Any) -> Any:
             return await self.__wrapped__(*args, **kwargs)
 
-    return Passthrough(target, lambda wrapped, instance, args, kwargs: None)  # type: ignore[no-any-return]
+    class SyncCall(wrapt.FunctionWrapper):  # type: ignore[misc]
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return self.__wrapped__(*args, **kwargs)
+
+    class ClosureCall(wrapt.FunctionWrapper):  # type: ignore[misc]
+        # The callee from a closure, not through the proxy: the cheapest.
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+    shapes = {
+        "async __call__ awaiting __wrapped__": AsyncCall,
+        "__call__ returning __wrapped__(...)": SyncCall,
+        "__call__ calling a closure": ClosureCall,
+    }
+    return {f"yardstick: wrapt subclass, {name}": c(target, wrapper) for name, c in shapes.items()}
 
 
 def _wrapt_decorated() -> Case:
@@ -86,8 +105,8 @@ def build_cases() -> dict[str, tuple[Case, bool]]:
         "hand-written async wrapper": (hand_wrapper, False),
         # The yardsticks the speed goal was set against (issue 2): what wrapt
         # itself costs on this machine.
-        "calibration: wrapt FunctionWrapper subclass, async __call__": (_wrapt_subclass(), False),
-        "calibration: plain wrapt.decorator": (_wrapt_decorated(), False),
+        **{name: (fn, False) for name, fn in _wrapt_subclasses().items()},
+        "yardstick: plain wrapt.decorator": (_wrapt_decorated(), False),
         "@circuit (count window)": (circuit("count", registry=reg)(target), False),
         "@circuit (time window + slow calls)": (
             circuit("time", registry=reg, window_duration=60, slow_call_duration=1.0)(target),
@@ -236,6 +255,45 @@ def bytes_per_breaker(n: int = 10_000, exercised: bool = False) -> float:
     return (after - before) / n
 
 
+# What the issue quotes, as it cost where the goal was set (ns over a bare
+# await; a range's middle).
+ISSUE_FIGURES = {
+    "yardstick: plain wrapt.decorator": 500,
+    "yardstick: wrapt subclass, async __call__ awaiting __wrapped__": 200,
+    "yardstick: wrapt subclass, __call__ returning __wrapped__(...)": 200,
+    "yardstick: wrapt subclass, __call__ calling a closure": 200,
+    "peer: circuitbreaker (closed)": 580,
+    "peer: purgatory (closed)": 580,
+}
+GOALS = (
+    ("@circuit (count window)", 300),
+    ("@circuit (time window + slow calls)", 300),
+    ("rejection when open (raises CircuitOpenError)", 600),
+)
+
+
+def print_goal(over: dict[str, float]) -> None:
+    """Each goal case against the goal as written ("on CPython 3.11 here"),
+    and against the goal scaled by how this machine compares with the one
+    the goal was set on: by the median of the issue's own figures, and by
+    the one that makes this machine look fastest (the strictest reading)."""
+    factors = {name: over[name] / figure for name, figure in ISSUE_FIGURES.items() if name in over}
+    print("\nThis machine against the one the goal was set on (here / the issue's figure):")
+    for name, factor in factors.items():
+        print(f"  {name:<64} {over[name]:+6.0f} / {ISSUE_FIGURES[name]:4d} = {factor:4.2f}")
+    ordered = sorted(factors.values())
+    median = statistics.median(ordered)
+    strictest = ordered[0]
+    print(f"\nGoal (issue 2): overhead / goal, as written; scaled by the median ({median:.2f})")
+    print(f"and by the strictest ({strictest:.2f}) of those factors:")
+    for name, goal in GOALS:
+        ns = over[name]
+        print(
+            f"  {name:<48} {ns:+5.0f} ns: {ns / goal:4.2f} x {goal} ns, "
+            f"{ns / (goal * median):4.2f} x scaled, {ns / (goal * strictest):4.2f} x strictest"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=50_000)
@@ -250,25 +308,7 @@ def main() -> None:
     for name, ns in rows:
         print(f"{name:<66} {ns:9.0f} {ns - base:+9.0f}")
     over = {name: ns - base for name, ns in rows}
-    # What the issue quotes for the yardsticks, on the machine its goals were
-    # set on: their ratio here says how this machine compares.
-    factor = (
-        over["calibration: wrapt FunctionWrapper subclass, async __call__"] / 200
-        + over["calibration: plain wrapt.decorator"] / 500
-    ) / 2
-    print()
-    print("Goal (issue 2). The yardsticks (a wrapt subclass with an async __call__,")
-    print("~200 ns where the goal was set, and wrapt.decorator, ~500 ns) put this")
-    print(f"machine at {factor:.2f}x that one; 'scaled' is the goal times that.")
-    for name, goal in (
-        ("@circuit (count window)", 300),
-        ("@circuit (time window + slow calls)", 300),
-        ("rejection when open (raises CircuitOpenError)", 600),
-    ):
-        print(
-            f"  {name:<48} {over[name]:+5.0f} ns = {over[name] / goal:4.2f} x goal "
-            f"({goal} ns), {over[name] / (goal * factor):4.2f} x scaled"
-        )
+    print_goal(over)
     print()
     print(f"{'memory':<52} {'bytes':>9}")
     print("-" * 72)

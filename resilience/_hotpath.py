@@ -19,19 +19,23 @@ Per call, while CLOSED (the hot path):
 - admission reads the generation, then the state, without the lock (a stale
   pair only drops the result, see ``Machine.gen``);
 - with a settled window (``Machine.fast``) a success is counted without the
-  lock: two attribute writes that CPython does not interleave with another
-  thread (no call and no backward jump between the check and the writes, so
-  no eval-breaker point where the GIL could change hands), and asyncio runs
-  one step of one coroutine at a time. Everything that unsettles the window
-  clears ``fast`` before anything else, under the lock;
+  lock, in ``Machine.hot``: an attribute write that CPython does not
+  interleave with another thread (no call and no backward jump between the
+  check and the write, so no eval-breaker point where the GIL could change
+  hands), and asyncio runs one step of one coroutine at a time.
+  ``Machine.fold`` adds what ``hot`` gained to ``successful_calls`` (and to a
+  time window's newest bucket) under the lock, before either is read.
+  Everything that unsettles the window clears ``fast`` before anything
+  else, under the lock;
 - when no rule needs durations, 31 calls in 32 do not read the clock
-  (``FAST_UNTIMED``); the 32nd feeds the latency metrics, weighted for the
-  32. A window that times every call (a slow-call rule, a time window) feeds
-  them one call in 32 past the first 1,024, weighted the same way;
-- with a clean time window (``FAST_TIME``, past the first 1,024 successes) a
-  success inside the newest bucket only adds to ``Machine.hot``, which
-  ``Machine.fold`` adds to the bucket and to ``successful_calls`` under the
-  lock before either is read;
+  (``FAST_UNTIMED``, picked at admission by ``Machine.ticks``); the 32nd
+  feeds the latency metrics, weighted for the 32. A window that times every
+  call (a slow-call rule, a time window) feeds them one call in 32 once 1,024
+  have been counted in ``hot``, weighted the same way (picked by ``hot``,
+  which only lock-free successes move, so locked calls cannot line up with
+  the sample);
+- with a clean time window (``FAST_TIME``) a success that ends in the newest
+  bucket is counted the same way, and fold adds it to that bucket;
 - a rejection while OPEN (before its deadline) or FORCED_OPEN is decided
   without the lock too (a counter, a deadline compare) and raises a fresh
   :class:`CircuitOpenError`.
@@ -54,8 +58,6 @@ from ._config import CircuitState
 from ._errors import CircuitOpenError
 from ._machine import (
     _HIST_EXACT,
-    FAST_OPEN,
-    FAST_TIME,
     FAST_UNTIMED,
     LOCK_FREE,
     SAMPLE_MASK,
@@ -93,14 +95,14 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
                 # Still settled: consecutive_failures is 0 (a failure clears
                 # fast first) and the window needs nothing.
                 if _rp_m.fast and _rp_gen == _rp_m.gen:
-                    _rp_m.successful_calls += 1
+                    _rp_m.hot += 1
                     return _rp_result
                 _rp_b._finish(_rp_gen, None, None, 1)
                 return _rp_result
             _rp_s = 0  # a sample: this call's latency stands for the untimed ones
         elif _rp_f > 0:  # FAST_SETTLED, FAST_TIME: sample one call in 32
             _rp_s = {mask}
-        elif _rp_f:  # FAST_OPEN: reject until the deadline
+        elif _rp_f:  # FAST_OPEN, the only negative value: reject until the deadline
             _rp_t = _rp_now()
             _rp_u = _rp_m.open_until
             # The generation again: the clock read is a point where another
@@ -129,24 +131,19 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
             raise
         _rp_end = _rp_now()
         _rp_d = _rp_end - _rp_start
-        _rp_f = _rp_m.fast
-        if _rp_f and _rp_gen == _rp_m.gen and _rp_d < _rp_m.slow_threshold:
-            if _rp_f == {time}:
-                # In the newest bucket: counted in hot, which Machine.fold
-                # adds to the bucket and to successful_calls under the lock.
-                if _rp_end < _rp_m.hot_end:
-                    _rp_n = _rp_m.hot + 1
-                    _rp_m.hot = _rp_n
-                    if not _rp_n & {mask}:
-                        _rp_m.settled_sample(_rp_gen, _rp_n, _rp_d, 0)
-                    return _rp_result
-            else:
-                # Machine.settled_success, inlined.
-                _rp_n = _rp_m.successful_calls + 1
-                _rp_m.successful_calls = _rp_n
-                if not _rp_n & _rp_s or _rp_n <= {exact}:
-                    _rp_m.settled_sample(_rp_gen, _rp_n, _rp_d, _rp_s)
-                return _rp_result
+        # Machine.settled_success, inlined; with a time window, only a call
+        # that ends in the newest bucket (hot_end is infinite otherwise).
+        if (
+            _rp_m.fast
+            and _rp_gen == _rp_m.gen
+            and _rp_d < _rp_m.slow_threshold
+            and _rp_end < _rp_m.hot_end
+        ):
+            _rp_n = _rp_m.hot + 1
+            _rp_m.hot = _rp_n
+            if not _rp_n & _rp_s or _rp_n <= {exact}:
+                _rp_m.settled_sample(_rp_gen, _rp_n, _rp_d, _rp_s)
+            return _rp_result
         _rp_b._finish(_rp_gen, _rp_end, _rp_d, 1 if _rp_s else {weight})
         return _rp_result
     return {name}
@@ -220,8 +217,6 @@ def _source(fn: types.FunctionType, is_async: bool) -> tuple[str, str]:
         params=params,
         args=args,
         untimed=FAST_UNTIMED,
-        open=FAST_OPEN,
-        time=FAST_TIME,
         mask=SAMPLE_MASK,
         weight=SAMPLE_WEIGHT,
         exact=_HIST_EXACT,

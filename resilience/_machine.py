@@ -91,16 +91,17 @@ FAST_NONE = 0
 FAST_SETTLED = 1
 """CLOSED or METRICS_ONLY with a full count window of fast successes: a success
 of the current generation changes nothing but counters, so it may be counted
-without the lock (``resilience._hotpath``)."""
+without the lock, in ``hot`` (``resilience._hotpath``)."""
 FAST_UNTIMED = 2
 """FAST_SETTLED, no rule needs durations, and the first 1,024 successes were
 timed: 31 calls in 32 may skip the clock (the latency metrics sample the
 32nd)."""
 FAST_TIME = 3
 """CLOSED or METRICS_ONLY with a time window holding no failure and no slow
-call: a fast success of the current generation that lands in the newest
-bucket only adds to that bucket's count, so it may be recorded without the
-lock."""
+call: a fast success of the current generation that ends in the newest
+bucket (before ``hot_end``) only adds to that bucket's count, so it may be
+counted without the lock, in ``hot``; :meth:`Machine.fold` adds it to the
+bucket."""
 
 
 class Transition(NamedTuple):
@@ -137,6 +138,7 @@ class Machine:
         "half_open_until",
         "hot",
         "hot_end",
+        "hot_folded",
         "ignored_calls",
         "last_failure_at",
         "last_failure_category",
@@ -181,10 +183,9 @@ class Machine:
         self.last_failure_at: float | None = None
         self.last_failure_category: ErrorCategory | None = None
         self.window: CountWindow | TimeWindow = CountWindow(1)
-        # FAST_TIME: successes counted without the lock in the time window's
-        # newest bucket, which ends at hot_end; fold() adds them to the bucket
-        # and to successful_calls, under the lock, before either is read.
-        self.hot = 0
+        # While fast is positive, a lock-free success must end before this:
+        # the end of a time window's newest bucket; infinity with a count
+        # window.
         self.hot_end = _NEG_INF
         self.reset_metrics()
         self.apply_config(config, rebuild_window=True)
@@ -238,6 +239,13 @@ class Machine:
 
     def reset_metrics(self) -> None:
         """Zero the lifetime counters reported by ``metrics()``."""
+        # Successes counted without the lock (FAST_SETTLED, FAST_UNTIMED,
+        # FAST_TIME): hot only grows, and it picks the calls that feed the
+        # latency metrics; fold() adds what it gained since hot_folded to
+        # successful_calls (and to a time window), under the lock, before
+        # either is read.
+        self.hot = 0
+        self.hot_folded = 0
         self.successful_calls = 0
         self.failed_calls = 0
         self.ignored_calls = 0
@@ -355,55 +363,58 @@ class Machine:
         hist[i] += weight
 
     def settled_success(self, gen: int, duration: float) -> bool:
-        """Count, without the lock, a success admitted under ``gen`` that took
-        ``duration`` s, if the count window is settled (FAST_SETTLED or
-        FAST_UNTIMED) and the call was fast; ``False``: record it under the
-        lock instead. The generated guards (``resilience._hotpath``) inline
-        these same steps.
+        """Count, without the lock (in ``hot``), a success admitted under
+        ``gen`` that took ``duration`` s, if the count window is settled
+        (FAST_SETTLED or FAST_UNTIMED) and the call was fast; ``False``:
+        record it under the lock instead. The generated guards
+        (``resilience._hotpath``) inline these same steps.
 
         No call and no backward jump lies between the check and the counter
         writes, so the GIL cannot hand the thread over in between.
         """
         if 0 < self.fast < FAST_TIME and gen == self.gen and duration < self.slow_threshold:
-            n = self.successful_calls + 1
-            self.successful_calls = n
-            if n <= _HIST_EXACT or not n & SAMPLE_MASK:
+            n = self.hot + 1
+            self.hot = n
+            if not n & SAMPLE_MASK or n <= _HIST_EXACT:
                 self.settled_sample(gen, n, duration, SAMPLE_MASK)
             return True
         return False
 
     def settled_sample(self, gen: int, n: int, duration: float, mask: int) -> None:
-        """The latency part of a settled success (the ``n``-th, admitted
-        under ``gen``) that a caller timed and counted without the lock (see
-        ``resilience._hotpath``), and past 1,024 timed calls, allow
-        FAST_UNTIMED. ``mask``: SAMPLE_MASK for a call of a run that times
-        every call (past the first 1,024, callers come here for one call in
-        32, which stands for the 32); 0 for a sample that stands for 32 calls
-        whatever ``n`` (the timed call of an untimed run; one call in 32 of
-        FAST_TIME, which starts past the first 1,024)."""
+        """The latency part of a success admitted under ``gen`` that a caller
+        timed and counted without the lock as the ``n``-th in ``hot`` (see
+        ``resilience._hotpath``); and once 1,024 successes have been timed,
+        allow FAST_UNTIMED. ``mask``: SAMPLE_MASK for a call of a run that
+        times every call (past its first 1,024, callers come here for one
+        call in 32, which stands for the 32); 0 for the timed call of an
+        untimed run, which stands for the 32 calls of its run."""
+        if gen != self.gen:
+            return  # a transition or a reset since: not these metrics' call
         weight = 1 if mask and n <= _HIST_EXACT else SAMPLE_WEIGHT
         self.timed_calls += weight
         self.avg_latency_sum += duration * weight
         self._hist_add(duration, weight)
         if (
-            gen == self.gen
-            and self.fast == FAST_SETTLED
+            self.fast == FAST_SETTLED
             and self.untimed_ok
-            and self.successful_calls >= _HIST_EXACT
+            and self.successful_calls + n - self.hot_folded >= _HIST_EXACT
         ):
             self.fast = FAST_UNTIMED
 
     def fold(self) -> None:
-        """Add the successes counted without the lock (FAST_TIME) to the time
-        window's newest bucket and to ``successful_calls``: under the lock,
-        before either is read or the window changes."""
+        """Add the successes counted without the lock since the last fold to
+        ``successful_calls`` and, with a time window (FAST_TIME), to its
+        newest bucket: under the lock, before either is read or the window
+        changes (a count window is full of successes while they are counted,
+        so it has nothing to add)."""
         hot = self.hot
-        if hot:
-            self.hot = 0
-            self.successful_calls += hot
+        n = hot - self.hot_folded
+        if n:
+            self.hot_folded = hot
+            self.successful_calls += n
             w = self.window
             if isinstance(w, TimeWindow):
-                w.count_newest(hot)
+                w.count_newest(n)
 
     def refresh_window(self, now: float) -> CountWindow | TimeWindow:
         """The window, describing the calls of the window at ``now``."""
@@ -420,7 +431,7 @@ class Machine:
     def on_success(self, gen: int, now: float, duration: float | None, weight: int = 1) -> None:
         """Record a call admitted under ``gen`` that succeeded after ``duration``
         seconds (``None``: not timed), timed as one of ``weight`` calls."""
-        if self.hot:
+        if self.hot != self.hot_folded:
             self.fold()
         n = self.successful_calls + 1
         self.successful_calls = n
@@ -442,7 +453,7 @@ class Machine:
         if not slow and gen == self.gen and 0 < self.fast < FAST_TIME:
             # One more plain success in a settled count window changes nothing.
             self.consecutive_failures = 0
-            if n == _HIST_EXACT and self.untimed_ok:
+            if n >= _HIST_EXACT and self.untimed_ok:
                 self.fast = FAST_UNTIMED
             return
         if gen != self.gen:
@@ -461,10 +472,9 @@ class Machine:
                 self._after_record(now)
             elif isinstance(w, CountWindow):
                 if w.calls == w.size:
+                    self.hot_end = _INF  # any end: a count window has no buckets
                     self.fast = self._settle(n)
-            elif LOCK_FREE and n >= _HIST_EXACT:
-                # Past the first 1,024 successes: every lock-free one is then
-                # a sample candidate of weight 32 (see resilience._hotpath).
+            elif LOCK_FREE:
                 self.hot_end = w.newest_end
                 self.fast = FAST_TIME
         elif s is _HALF_OPEN:
@@ -493,7 +503,7 @@ class Machine:
         """Record a failure of ``category``; ``trip`` opens the circuit at once."""
         if gen == self.gen:
             self.fast = FAST_NONE  # first: lock-free callers must see it at once
-        if self.hot:
+        if self.hot != self.hot_folded:
             self.fold()
         self.failed_calls += 1
         by_cat = self.failures_by_category

@@ -4,10 +4,11 @@ lock-free settled successes and rejections, sampled timing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dis
-import functools
 import gc
 import inspect
+import math
 import pickle
 import random
 import sys
@@ -155,6 +156,11 @@ def _breaker_and_guard(clock: FakeClock, **fields: Any) -> tuple[Any, Any]:
     return call.breaker, call  # type: ignore[attr-defined]
 
 
+def _unfolded(m: Any) -> int:
+    """Successes counted without the lock and not yet folded in."""
+    return int(m.hot - m.hot_folded)
+
+
 async def test_a_settled_count_window_skips_the_clock_on_most_calls() -> None:
     """Past 1,024 timed successes, 31 calls in 32 read no clock at all."""
     clock = CountingClock()
@@ -179,24 +185,19 @@ async def test_a_slow_call_rule_keeps_every_call_timed() -> None:
         await call(i)
     assert breaker._m.fast == FAST_SETTLED
     clock.reads = 0
+    unfolded = _unfolded(breaker._m)
     for i in range(100):
         await call(i)
     assert clock.reads == 200
-
-
-async def _warm_up(call: Any, clock: FakeClock) -> None:
-    """The first 1,024 successes, which a time window records under the lock,
-    then long enough for them to leave a 10 s window."""
-    for _ in range(_HIST_EXACT):
-        await call()
-    clock.advance(20)
+    assert _unfolded(breaker._m) == unfolded + 100  # all counted without the lock
+    assert breaker.metrics()["successful_calls"] == 2 * _HIST_EXACT + 100
 
 
 async def test_a_clean_time_window_counts_like_the_locked_path() -> None:
-    """Past the first 1,024 successes, with no failure in a time window,
-    successes are counted in the newest bucket without the lock; the window
-    and the counters read exactly as if every call had gone through the lock,
-    across bucket boundaries and expiry."""
+    """With no failure in a time window, successes are counted without the
+    lock and folded into the newest bucket; the window and the counters read
+    exactly as if every call had gone through the lock, across bucket
+    boundaries and expiry."""
     clock = CountingClock()
     reg = Registry(clock=clock)
 
@@ -204,19 +205,17 @@ async def test_a_clean_time_window_counts_like_the_locked_path() -> None:
     async def call() -> None: ...
 
     locked = CircuitBreaker("locked", clock=clock, window_duration=10)
-    await _warm_up(call, clock)
-    await _warm_up(functools.partial(locked.call, call.__wrapped__), clock)  # type: ignore[attr-defined]
     for _ in range(300):  # 30 s in steps of 0.1 s
         await call()
         await locked.call(call.__wrapped__)  # type: ignore[attr-defined]
         clock.advance(0.1)
     assert call.breaker._m.fast == FAST_TIME  # type: ignore[attr-defined]
-    assert call.breaker._m.hot > 0  # type: ignore[attr-defined]
+    assert _unfolded(call.breaker._m) > 0  # type: ignore[attr-defined]
     fast_status, locked_status = call.breaker.status(), locked.status()  # type: ignore[attr-defined]
-    # The clock now reads 70 s: buckets 61..70 hold the calls of [61 s, 70 s).
+    # The clock now reads 30 s: buckets 21..30 hold the calls of [21 s, 30 s).
     assert fast_status["calls_in_window"] == locked_status["calls_in_window"] == 90
     counted = call.breaker.metrics()["successful_calls"]  # type: ignore[attr-defined]
-    assert counted == locked.metrics()["successful_calls"] == _HIST_EXACT + 300
+    assert counted == locked.metrics()["successful_calls"] == 300
     clock.reads = 0
     await call()
     assert clock.reads == 2  # timed: a time window needs each call's time
@@ -233,7 +232,6 @@ async def test_a_failure_in_a_time_window_is_recorded_and_rates_stay_exact() -> 
         if fail:
             raise ConnectionError("down")
 
-    await _warm_up(call, clock)
     for _ in range(9):
         await call()
         clock.advance(0.5)
@@ -313,10 +311,9 @@ async def test_a_time_windows_lock_free_successes_are_in_it_whenever_it_is_read(
             raise ConnectionError("down")
 
     m = call.breaker._m  # type: ignore[attr-defined]
-    await _warm_up(call, clock)
     for _ in range(20):  # one bucket: the first is recorded under the lock
         await call()
-    assert (m.fast, m.hot) == (FAST_TIME, 19)
+    assert (m.fast, _unfolded(m)) == (FAST_TIME, 19)
     fail = True
     with pytest.raises(ConnectionError):
         await call()
@@ -329,20 +326,101 @@ async def test_a_time_windows_lock_free_successes_are_in_it_whenever_it_is_read(
     clock.advance(20)
     for _ in range(20):
         await call()
+    assert _unfolded(m) == 19
     histogram = call.breaker.latency_histogram()  # type: ignore[attr-defined]
-    assert sum(n for _, n in histogram) == _HIST_EXACT + 41  # every finished call
+    assert sum(n for _, n in histogram) == 41  # every finished call
     clock.advance(20)  # everything ages out; calls land in a new bucket
     for _ in range(10):
         await call()
-    assert m.hot == 9
+    assert _unfolded(m) == 9
     call.breaker.reconfigure(failure_threshold=50)  # type: ignore[attr-defined]
     assert call.breaker.status()["calls_in_window"] == 10  # type: ignore[attr-defined]
     for _ in range(10):
         await call()
-    assert m.hot == 9
+    assert _unfolded(m) == 9
     call.breaker.reconfigure(window_duration=30)  # type: ignore[attr-defined]
     assert call.breaker.status()["calls_in_window"] == 0  # type: ignore[attr-defined]
-    assert call.breaker.metrics()["successful_calls"] == _HIST_EXACT + 60  # type: ignore[attr-defined]
+    assert call.breaker.metrics()["successful_calls"] == 60  # type: ignore[attr-defined]
+
+
+async def _low_rate_time_window(clock: FakeClock, reg: Registry) -> tuple[float, Any]:
+    """20 calls/s in a time window, status() read every 0.5 s, 1 ms calls and a
+    2 s timeout every 30 s: few lock-free successes between two folds."""
+    slow = False
+
+    @circuit(
+        "low",
+        registry=reg,
+        window_duration=10,
+        slow_call_duration=1.0,
+        failure_threshold=10**6,
+        minimum_calls=10**6,
+    )
+    async def call() -> None:
+        if slow:
+            clock.advance(2.0)
+            raise TimeoutError
+        clock.advance(0.001)
+
+    total = 0.0
+    for i in range(20 * 600):
+        slow = i % (20 * 30) == 0
+        with contextlib.suppress(TimeoutError):
+            await call()
+        total += 2.0 if slow else 0.001
+        clock.advance(0.049 if not slow else 0.0)
+        if i % 10 == 0:
+            call.breaker.status()  # type: ignore[attr-defined]
+    return total / (20 * 600), call.breaker  # type: ignore[attr-defined]
+
+
+async def _locked_calls_between(clock: FakeClock, reg: Registry) -> tuple[float, Any]:
+    """A time window: 20 decorated 1 ms calls, then a 50 ms call through
+    breaker.call (under the lock), over and over."""
+
+    @circuit("mixed", registry=reg, window_duration=60)
+    async def fast() -> None:
+        clock.advance(0.001)
+
+    async def slow() -> None:
+        clock.advance(0.050)
+
+    for _ in range(3000):
+        for _ in range(20):
+            await fast()
+        await fast.breaker.call(slow)  # type: ignore[attr-defined]
+        clock.advance(0.01)
+    return (20 * 0.001 + 0.050) / 21, fast.breaker  # type: ignore[attr-defined]
+
+
+async def _aligned_locked_call(clock: FakeClock, reg: Registry) -> tuple[float, Any]:
+    """A count window with a slow-call rule: 31 decorated 1 ms calls, then a
+    20 ms call through ``async with`` (under the lock), in step with 32."""
+
+    @circuit("aligned", registry=reg, slow_call_duration=1.0)
+    async def read() -> None:
+        clock.advance(0.001)
+
+    breaker = read.breaker  # type: ignore[attr-defined]
+    for _ in range(3000):
+        for _ in range(31):
+            await read()
+        async with breaker:
+            clock.advance(0.020)
+    return (31 * 0.001 + 0.020) / 32, breaker
+
+
+@pytest.mark.parametrize(
+    "scenario", [_low_rate_time_window, _locked_calls_between, _aligned_locked_call]
+)
+async def test_the_latency_sample_is_fair_whatever_the_traffic(scenario: Any) -> None:
+    """Lock-free calls are sampled on a count only they move, which no fold
+    resets: reads of the breaker, locked calls and a rhythm of 32 calls do not
+    skew the mean latency."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+    true_mean, breaker = await scenario(clock, reg)
+    assert breaker.metrics()["avg_latency_ms"] == pytest.approx(true_mean * 1000, rel=0.05)
 
 
 async def test_concurrent_timed_calls_all_reach_the_histogram() -> None:
@@ -359,8 +437,8 @@ async def test_concurrent_timed_calls_all_reach_the_histogram() -> None:
     assert call.breaker._m.fast == FAST_UNTIMED  # type: ignore[attr-defined]
     for _ in range(500):
         await asyncio.gather(*(call() for _ in range(64)))
+    finished = call.breaker.metrics()["successful_calls"]  # type: ignore[attr-defined]
     m = call.breaker._m  # type: ignore[attr-defined]
-    finished = m.successful_calls
     assert sum(m._hist) == pytest.approx(finished, rel=0.1)
     assert m.timed_calls == pytest.approx(finished, rel=0.1)
 
@@ -669,9 +747,12 @@ def test_lock_free_paths_hold_their_invariants_under_thread_chaos() -> None:
                     and w.slow == 0
                 )
                 if f == FAST_TIME:
-                    good = good and isinstance(w, TimeWindow)
+                    # A lock-free success ends in the newest bucket (or, after
+                    # a read moved the window on, one bucket older).
+                    good = good and isinstance(w, TimeWindow) and m.hot_end <= w.newest_end
                 else:
                     good = good and isinstance(w, CountWindow) and w.calls == w.size
+                    good = good and m.hot_end == math.inf
                 if f == FAST_UNTIMED:
                     good = good and m.untimed_ok
             else:

@@ -197,6 +197,17 @@ class BreakerVsModel(RuleBasedStateMachine):
             if self.model.state is CircuitState.OPEN:
                 assert retry == self.model.open_until - self.clock.monotonic()
 
+    @invariant()
+    def same_window(self) -> None:
+        """What the window holds, whichever path counted each call (the lock,
+        or the guard's lock-free step and a later fold)."""
+        if hasattr(self, "model") and self.model.state is CircuitState.CLOSED:
+            status = self.breaker.status()
+            window = self.model.window
+            assert status["calls_in_window"] == len(window)
+            failed = sum(f for f, _ in window)
+            assert status["error_rate"] == (failed / len(window) if window else 0.0)
+
 
 TestBreakerVsModel = BreakerVsModel.TestCase
 TestBreakerVsModel.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
