@@ -27,13 +27,17 @@ Per call, while CLOSED (the hot path):
   time window's newest bucket) under the lock, before either is read.
   Everything that unsettles the window clears ``fast`` before anything
   else, under the lock;
-- when no rule needs durations, 31 calls in 32 do not read the clock
-  (``FAST_UNTIMED``, picked at admission by ``Machine.ticks``); the 32nd
-  feeds the latency metrics, weighted for the 32. A window that times every
-  call (a slow-call rule, a time window) feeds them one call in 32 once 1,024
-  have been counted in ``hot``, weighted the same way (picked by ``hot``,
-  which only lock-free successes move, so locked calls cannot line up with
-  the sample);
+- when no rule needs durations (``FAST_UNTIMED``), one call in 32 reads
+  the clock: the admission whose count (``Machine.ticks``) reaches
+  ``Machine.tick_at``, which then moves on to a random place in the next run
+  of 32 admissions; that call feeds the latency metrics, weighted for 32. A
+  window that times every call (a slow-call rule, a time window) feeds them
+  every call until 1,024 have been counted in ``hot``, then the one whose
+  count reaches ``Machine.sample_at``, chosen the same way. A random place,
+  not every 32nd call: a rhythm in the traffic (two queries per request)
+  must not decide which calls are seen; and counted on ``hot``, which only
+  lock-free successes move, so locked calls cannot line up with the sample
+  either;
 - with a clean time window (``FAST_TIME``) a success that ends in the newest
   bucket is counted the same way, and fold adds it to that bucket;
 - a rejection while OPEN (before its deadline) or FORCED_OPEN is decided
@@ -57,10 +61,9 @@ from typing import TYPE_CHECKING, Any
 from ._config import CircuitState
 from ._errors import CircuitOpenError
 from ._machine import (
-    _HIST_EXACT,
     FAST_UNTIMED,
     LOCK_FREE,
-    SAMPLE_MASK,
+    SAMPLE_SPAN,
     SAMPLE_WEIGHT,
 )
 
@@ -86,7 +89,7 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
             # sampling decision.
             _rp_k = _rp_m.ticks + 1
             _rp_m.ticks = _rp_k
-            if _rp_k & {mask}:
+            if _rp_k < _rp_m.tick_at:
                 try:
                     _rp_result = {await_}_rp_fn({args})
                 except:  # noqa: E722 - BaseException, without a name to look up
@@ -99,9 +102,15 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
                     return _rp_result
                 _rp_b._finish(_rp_gen, None, None, 1)
                 return _rp_result
-            _rp_s = 0  # a sample: this call's latency stands for the untimed ones
-        elif _rp_f > 0:  # FAST_SETTLED, FAST_TIME: sample one call in 32
-            _rp_s = {mask}
+            # A sample: this call's latency stands for the untimed ones. The
+            # next is a random gap away (Machine.settled_sample draws the one
+            # after; a sample that starts first takes the complement).
+            _rp_g = _rp_m.gap
+            _rp_m.tick_at = _rp_k + _rp_g
+            _rp_m.gap = {span} - _rp_g
+            _rp_s = 1
+        elif _rp_f > 0:  # FAST_SETTLED, FAST_TIME: sampled at Machine.sample_at
+            _rp_s = 0
         elif _rp_f:  # FAST_OPEN, the only negative value: reject until the deadline
             _rp_t = _rp_now()
             _rp_u = _rp_m.open_until
@@ -113,7 +122,7 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
                     _rp_error, _rp_b._name, _rp_open, _rp_u - _rp_t, _rp_m.last_failure_category
                 )
             _rp_gen = _rp_b._admit_slow()
-            _rp_s = {mask}
+            _rp_s = 0
         else:
             if _rp_m.state is not _rp_closed:
                 if _rp_m.state is _rp_forced:
@@ -122,7 +131,7 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
                         _rp_error, _rp_b._name, _rp_forced, None, _rp_m.last_failure_category
                     )
                 _rp_gen = _rp_b._admit_slow()
-            _rp_s = {mask}
+            _rp_s = 0
         _rp_start = _rp_now()
         try:
             _rp_result = {await_}_rp_fn({args})
@@ -133,6 +142,7 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
         _rp_d = _rp_end - _rp_start
         # Machine.settled_success, inlined; with a time window, only a call
         # that ends in the newest bucket (hot_end is infinite otherwise).
+        # fast may be FAST_OPEN (true) only under a later generation.
         if (
             _rp_m.fast
             and _rp_gen == _rp_m.gen
@@ -141,10 +151,13 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
         ):
             _rp_n = _rp_m.hot + 1
             _rp_m.hot = _rp_n
-            if not _rp_n & _rp_s or _rp_n <= {exact}:
+            if _rp_s or _rp_n >= _rp_m.sample_at:
+                _rp_g = _rp_m.gap
+                _rp_m.sample_at = _rp_n + _rp_g
+                _rp_m.gap = {span} - _rp_g
                 _rp_m.settled_sample(_rp_gen, _rp_n, _rp_d, _rp_s)
             return _rp_result
-        _rp_b._finish(_rp_gen, _rp_end, _rp_d, 1 if _rp_s else {weight})
+        _rp_b._finish(_rp_gen, _rp_end, _rp_d, {weight} if _rp_s else 1)
         return _rp_result
     return {name}
 """
@@ -217,9 +230,8 @@ def _source(fn: types.FunctionType, is_async: bool) -> tuple[str, str]:
         params=params,
         args=args,
         untimed=FAST_UNTIMED,
-        mask=SAMPLE_MASK,
+        span=SAMPLE_SPAN,
         weight=SAMPLE_WEIGHT,
-        exact=_HIST_EXACT,
     )
     return source, prefix
 

@@ -35,7 +35,7 @@ __all__ = (
     "FAST_UNTIMED",
     "LOCK_FREE",
     "REJECTED",
-    "SAMPLE_MASK",
+    "SAMPLE_SPAN",
     "SAMPLE_WEIGHT",
     "Machine",
     "Transition",
@@ -68,9 +68,24 @@ _HIST_BUCKETS = 64
 _SQRT_HALF = math.sqrt(0.5)
 _HIST_EXACT = 1024
 # Past the first _HIST_EXACT calls, latency is sampled: one call in
-# SAMPLE_MASK + 1 feeds the histogram (and, with FAST_UNTIMED, is timed at all).
-SAMPLE_MASK = 31
-SAMPLE_WEIGHT = SAMPLE_MASK + 1
+# SAMPLE_WEIGHT feeds the histogram (and the mean, for calls counted without
+# the lock; with FAST_UNTIMED, only that call is timed at all), weighted for
+# SAMPLE_WEIGHT calls. Which one is random: one call at a random place in each
+# run of SAMPLE_WEIGHT calls (or, under the lock, a random draw), never every
+# SAMPLE_WEIGHT-th call, or a rhythm in the traffic (two queries per request,
+# one of them slow) would decide which calls are seen.
+_SAMPLE_BITS = 5
+SAMPLE_WEIGHT = 1 << _SAMPLE_BITS
+SAMPLE_SPAN = 2 * SAMPLE_WEIGHT
+"""Gaps between samples lie in 1..SAMPLE_SPAN-1. A gap used again before the
+next one is drawn (concurrent samples) is followed by ``SAMPLE_SPAN - gap``,
+so the rate stays one in SAMPLE_WEIGHT whatever the concurrency."""
+_SAMPLE_P = 1.0 / SAMPLE_WEIGHT
+_sampling = random.Random()
+
+
+_random_bits = _sampling.getrandbits
+
 _HIST_MAX = 0xFFFFFFFF  # the histogram's counters are unsigned 32-bit
 
 LOCK_FREE = getattr(sys, "_is_gil_enabled", lambda: True)()
@@ -129,6 +144,7 @@ class Machine:
         "failed_calls",
         "failures_by_category",
         "fast",
+        "gap",
         "gen",
         "half_open_inflight",
         "half_open_max",
@@ -152,12 +168,15 @@ class Machine:
         "pending",
         "rejected_calls",
         "rejected_retry_after",
+        "sample_at",
+        "sample_offset",
         "slow_call_rate",
         "slow_calls",
         "slow_threshold",
         "state",
         "state_changes",
         "successful_calls",
+        "tick_at",
         "ticks",
         "timed_calls",
         "untimed_ok",
@@ -167,7 +186,9 @@ class Machine:
     def __init__(self, config: CircuitConfig) -> None:
         self.state = _CLOSED
         self.gen = 0
-        self.ticks = 0  # admissions while FAST_UNTIMED: picks the calls to time
+        # Admissions while FAST_UNTIMED; the one that reaches tick_at is
+        # timed, and moves tick_at on by gap.
+        self.ticks = 0
         self.pending: list[Transition] | None = None
         self.consecutive_failures = 0
         self.half_open_successes = 0
@@ -246,6 +267,14 @@ class Machine:
         # either is read.
         self.hot = 0
         self.hot_folded = 0
+        # The hot count at which a timed lock-free success next feeds the
+        # latency metrics, and the gap to the one after: 1 up to _HIST_EXACT,
+        # then from this sample's place in its run of SAMPLE_WEIGHT calls
+        # (sample_offset) to a random place in the next run.
+        self.sample_at = 0
+        self.tick_at = 0
+        self.gap = 1
+        self.sample_offset = 0
         self.successful_calls = 0
         self.failed_calls = 0
         self.ignored_calls = 0
@@ -333,20 +362,23 @@ class Machine:
         self._hist_sample(n, duration, weight)
 
     def _hist_sample(self, n: int, duration: float, weight: int) -> None:
-        # The histogram (for p99) sees every call at first, then one in 32,
-        # weighted to stand for the 32: bucketing costs more than the rest of
-        # the success path. A call timed as a sample always goes in.
+        # The histogram (for p99) sees every call at first, then one in 32
+        # at random, weighted to stand for the 32: bucketing costs more than
+        # the rest of the success path. A call timed as a sample always goes in.
         if weight != 1:
             self._hist_add(duration, weight)
         elif n <= _HIST_EXACT:
             self._hist_add(duration, 1)
-        elif not n & SAMPLE_MASK:
+        elif _sampling.random() < _SAMPLE_P:
             self._hist_add(duration, SAMPLE_WEIGHT)
 
-    def _hist_add(self, duration: float, weight: int) -> None:
-        hist = self._hist
+    def _hist_add(self, duration: float, weight: int, hist: array[int] | None = None) -> None:
+        """Count ``weight`` calls of ``duration`` in ``hist`` (default: the
+        breaker's histogram, created on first use)."""
         if hist is None:
-            hist = self._hist = array("I", bytes(4 * _HIST_BUCKETS))
+            hist = self._hist
+            if hist is None:
+                hist = self._hist = array("I", bytes(4 * _HIST_BUCKETS))
         i = 0
         if duration > 0.0:
             m, e = math.frexp(duration)
@@ -375,31 +407,50 @@ class Machine:
         if 0 < self.fast < FAST_TIME and gen == self.gen and duration < self.slow_threshold:
             n = self.hot + 1
             self.hot = n
-            if not n & SAMPLE_MASK or n <= _HIST_EXACT:
-                self.settled_sample(gen, n, duration, SAMPLE_MASK)
+            if n >= self.sample_at:
+                gap = self.gap
+                self.sample_at = n + gap
+                self.gap = SAMPLE_SPAN - gap
+                self.settled_sample(gen, n, duration, 0)
             return True
         return False
 
-    def settled_sample(self, gen: int, n: int, duration: float, mask: int) -> None:
+    def settled_sample(self, gen: int, n: int, duration: float, forced: int) -> None:
         """The latency part of a success admitted under ``gen`` that a caller
-        timed and counted without the lock as the ``n``-th in ``hot`` (see
-        ``resilience._hotpath``); and once 1,024 successes have been timed,
-        allow FAST_UNTIMED. ``mask``: SAMPLE_MASK for a call of a run that
-        times every call (past its first 1,024, callers come here for one
-        call in 32, which stands for the 32); 0 for the timed call of an
-        untimed run, which stands for the 32 calls of its run."""
+        timed and counted without the lock as the ``n``-th in ``hot``, and
+        picked because ``n`` reached ``sample_at`` (the caller has moved
+        ``sample_at`` on by ``gap``) or at admission (``forced``; see
+        ``resilience._hotpath``); draw the next gap; once 1,024 successes
+        have been timed, allow FAST_UNTIMED.
+
+        ``forced`` 0: a call of a run that times every call; the first 1,024
+        are all taken, at weight 1, then one at a random place in each run of
+        32, at weight 32. ``forced`` 1: the call an untimed run picked at admission
+        (``tick_at``), which stands for 32 calls.
+        """
+        # The next place is drawn first: from the generation check to
+        # _hist_add there is no call, so no other thread's reset can land in
+        # between, and the histogram is read there, so that a reset during
+        # _hist_add leaves this sample in the old one.
+        offset = _random_bits(_SAMPLE_BITS)  # its place in the next run of SAMPLE_WEIGHT
         if gen != self.gen:
             return  # a transition or a reset since: not these metrics' call
-        weight = 1 if mask and n <= _HIST_EXACT else SAMPLE_WEIGHT
+        hist = self._hist
+        if forced or n >= _HIST_EXACT:
+            self.gap = SAMPLE_WEIGHT - self.sample_offset + offset
+            self.sample_offset = offset
+        else:
+            self.gap = 1
+        weight = 1 if not forced and n <= _HIST_EXACT else SAMPLE_WEIGHT
         self.timed_calls += weight
         self.avg_latency_sum += duration * weight
-        self._hist_add(duration, weight)
         if (
             self.fast == FAST_SETTLED
             and self.untimed_ok
             and self.successful_calls + n - self.hot_folded >= _HIST_EXACT
         ):
             self.fast = FAST_UNTIMED
+        self._hist_add(duration, weight, hist)
 
     def fold(self) -> None:
         """Add the successes counted without the lock since the last fold to
@@ -445,7 +496,7 @@ class Machine:
                 self._hist_add(duration, weight)
             elif n <= _HIST_EXACT:
                 self._hist_add(duration, 1)
-            elif not n & SAMPLE_MASK:
+            elif _sampling.random() < _SAMPLE_P:
                 self._hist_add(duration, SAMPLE_WEIGHT)
             slow = duration >= self.slow_threshold
             if slow:

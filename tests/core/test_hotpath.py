@@ -26,7 +26,8 @@ from resilience._machine import (
     FAST_SETTLED,
     FAST_TIME,
     FAST_UNTIMED,
-    SAMPLE_MASK,
+    SAMPLE_WEIGHT,
+    _sampling,
 )
 from resilience.testing import FakeClock
 
@@ -162,18 +163,19 @@ def _unfolded(m: Any) -> int:
 
 
 async def test_a_settled_count_window_skips_the_clock_on_most_calls() -> None:
-    """Past 1,024 timed successes, 31 calls in 32 read no clock at all."""
+    """Past 1,024 timed successes, about 31 calls in 32 read no clock at all."""
     clock = CountingClock()
     breaker, call = _breaker_and_guard(clock)
     for i in range(_HIST_EXACT):
         await call(i)
     assert breaker._m.fast == FAST_UNTIMED
     clock.reads = 0
-    calls = 32 * 100
+    calls = SAMPLE_WEIGHT * 2_000
     for i in range(calls):
         await call(i)
-    # Two reads per timed call, one timed call in 32.
-    assert clock.reads == 2 * calls // (SAMPLE_MASK + 1)
+    # Two reads per timed call, about one timed call in 32 (random gaps).
+    assert clock.reads % 2 == 0
+    assert clock.reads // 2 == pytest.approx(calls / SAMPLE_WEIGHT, rel=0.1)
     assert breaker.metrics()["successful_calls"] == _HIST_EXACT + calls
 
 
@@ -410,6 +412,114 @@ async def _aligned_locked_call(clock: FakeClock, reg: Registry) -> tuple[float, 
     return (31 * 0.001 + 0.020) / 32, breaker
 
 
+@pytest.fixture
+def seeded_sampling() -> None:
+    """The sample's random gaps, made repeatable."""
+    _sampling.seed(2026)
+
+
+@pytest.mark.parametrize(
+    ("settings", "fast"),
+    [
+        ({}, FAST_UNTIMED),
+        ({"slow_call_duration": 1.0}, FAST_SETTLED),
+        ({"window_duration": 60, "slow_call_duration": 1.0}, FAST_TIME),
+    ],
+    ids=["untimed", "count-window-timed", "time-window-timed"],
+)
+async def test_a_rhythm_in_the_traffic_does_not_pick_the_sample(
+    settings: dict[str, Any], fast: int, seeded_sampling: None
+) -> None:
+    """Two queries per request on one breaker, 1 ms and 10 ms: the sample is
+    taken at random gaps, so it sees both, and the mean and the histogram
+    describe both (every 32nd call would always be the same query)."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+
+    @circuit("db", registry=reg, **settings)
+    async def user() -> None:
+        clock.advance(0.001)
+
+    @circuit("db", registry=reg, **settings)
+    async def orders() -> None:
+        clock.advance(0.010)
+
+    for _ in range(_HIST_EXACT):
+        await user()
+    breaker = user.breaker  # type: ignore[attr-defined]
+    assert breaker._m.fast == fast
+    m0 = breaker.metrics()
+    requests = SAMPLE_WEIGHT * 4_000
+    for _ in range(requests):
+        await user()
+        await orders()
+    m = breaker._m
+    breaker.metrics()  # folds
+    mean = (m.avg_latency_sum - m0["avg_latency_ms"] / 1000 * _HIST_EXACT) / (
+        m.timed_calls - _HIST_EXACT
+    )
+    assert mean == pytest.approx(0.0055, rel=0.05)
+    slow_bucket = max(i for i, n in enumerate(m._hist or ()) if n)
+    share = m._hist[slow_bucket] / sum(m._hist)  # type: ignore[index]
+    assert share == pytest.approx(0.5 * 2 * requests / (2 * requests + _HIST_EXACT), rel=0.05)
+
+
+async def test_locked_calls_in_step_with_32_do_not_fill_the_histogram(
+    seeded_sampling: None,
+) -> None:
+    """127 lock-free 1 ms calls, then one 20 ms call under the lock, over and
+    over: the locked calls are sampled at random too, so the slow 0.8% stays
+    below p99 (sampling every 32nd success would count each of them 32 times)."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+
+    @circuit("db", registry=reg, slow_call_duration=1.0)
+    async def read() -> None:
+        clock.advance(0.001)
+
+    breaker = read.breaker  # type: ignore[attr-defined]
+    for _ in range(8_000):
+        for _ in range(127):
+            await read()
+        async with breaker:
+            clock.advance(0.020)
+    assert breaker.metrics()["p99_latency_ms"] == pytest.approx(1.0, rel=0.2)
+
+
+async def test_a_reset_starts_the_counts_and_the_exact_timings_again() -> None:
+    """After a reset, lock-free successes count from zero and the first 1,024
+    are all timed again, each at weight 1."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+
+    @circuit("db", registry=reg, slow_call_duration=1.0, window_size=10)
+    async def read() -> None:
+        clock.advance(0.001)
+
+    breaker = read.breaker  # type: ignore[attr-defined]
+    for _ in range(2 * _HIST_EXACT):
+        await read()
+    breaker.reset()
+    for _ in range(30):
+        await read()
+    assert _unfolded(breaker._m) == 20  # the window (10) filled under the lock
+    metrics = breaker.metrics()
+    assert metrics["successful_calls"] == 30
+    assert breaker._m.timed_calls == 30
+    assert sum(n for _, n in breaker.latency_histogram()) == 30
+
+
+def test_a_sample_of_an_older_generation_is_dropped(fake_clock: FakeClock) -> None:
+    """A lock-free success sampled after a reset (another thread's) adds
+    nothing to the fresh metrics."""
+    breaker = CircuitBreaker("db", clock=fake_clock)
+    m = breaker._m
+    gen = m.gen
+    breaker.reset()
+    m.settled_sample(gen, 5, 0.5, 0)
+    assert (m.timed_calls, m.avg_latency_sum, m._hist) == (0, 0.0, None)
+
+
 @pytest.mark.parametrize(
     "scenario", [_low_rate_time_window, _locked_calls_between, _aligned_locked_call]
 )
@@ -643,6 +753,8 @@ async def test_a_slow_call_rule_added_mid_call_applies_to_later_calls() -> None:
         await call()
     breaker = call.breaker  # type: ignore[attr-defined]
     assert breaker._m.fast == FAST_UNTIMED
+    while breaker._m.ticks + 1 >= breaker._m.tick_at:
+        await call()  # until the next admission is one the sample skips
     in_flight = asyncio.create_task(call(wait=True))
     await asyncio.sleep(0)
     breaker.reconfigure(slow_call_duration=0.1, slow_call_rate=0.5, minimum_calls=1)
@@ -688,8 +800,8 @@ def test_a_full_histogram_bucket_halves_instead_of_overflowing(fake_clock: FakeC
     assert m._hist is not None
     slow, fast = sorted((i for i, n in enumerate(m._hist) if n), reverse=True)
     m._hist[fast] = 0xFFFFFFFF - 10
-    m._hist_add(0.001, SAMPLE_MASK + 1)
-    assert m._hist[fast] == (0xFFFFFFFF - 10) // 2 + SAMPLE_MASK + 1
+    m._hist_add(0.001, SAMPLE_WEIGHT)
+    assert m._hist[fast] == (0xFFFFFFFF - 10) // 2 + SAMPLE_WEIGHT
     assert m._hist[slow] == 0  # 1 // 2: halved with the rest
 
 
