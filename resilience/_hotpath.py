@@ -29,15 +29,17 @@ Per call, while CLOSED (the hot path):
   else, under the lock;
 - when no rule needs durations (``FAST_UNTIMED``), one call in 32 reads
   the clock: the admission whose count (``Machine.ticks``) reaches
-  ``Machine.tick_at``, which then moves on to a random place in the next run
-  of 32 admissions; that call feeds the latency metrics, weighted for 32. A
-  window that times every call (a slow-call rule, a time window) feeds them
-  every call until 1,024 have been counted in ``hot``, then the one whose
-  count reaches ``Machine.sample_at``, chosen the same way. A random place,
-  not every 32nd call: a rhythm in the traffic (two queries per request)
-  must not decide which calls are seen; and counted on ``hot``, which only
-  lock-free successes move, so locked calls cannot line up with the sample
-  either;
+  ``Machine.tick_at``, which then moves on to the next run of 32 admissions,
+  at the place ``_machine.sample_place`` gives that run; that call feeds the
+  latency metrics, weighted for 32. A window that times every call (a
+  slow-call rule, a time window) feeds them every call until 1,024 have been
+  counted in ``hot``, then the one at ``Machine.sample_at``, chosen the same
+  way on ``hot``. The place is set by the run's number alone (scattered by
+  Fibonacci hashing), not every 32nd call and not by when calls finish: a
+  rhythm in the traffic (two queries per request) or the order in which
+  concurrent calls finish must not decide which calls are seen; and runs are
+  counted on ``hot`` or ``ticks``, which calls recorded under the lock do
+  not move, so they cannot line up with the sample either;
 - with a clean time window (``FAST_TIME``) a success that ends in the newest
   bucket is counted the same way, and fold adds it to that bucket;
 - a rejection while OPEN (before its deadline) or FORCED_OPEN is decided
@@ -61,9 +63,11 @@ from typing import TYPE_CHECKING, Any
 from ._config import CircuitState
 from ._errors import CircuitOpenError
 from ._machine import (
+    _HIST_EXACT,
     FAST_UNTIMED,
     LOCK_FREE,
-    SAMPLE_SPAN,
+    PLACE_MULTIPLIER,
+    SAMPLE_SHIFT,
     SAMPLE_WEIGHT,
 )
 
@@ -102,12 +106,11 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
                     return _rp_result
                 _rp_b._finish(_rp_gen, None, None, 1)
                 return _rp_result
-            # A sample: this call's latency stands for the untimed ones. The
-            # next is a random gap away (Machine.settled_sample draws the one
-            # after; a sample that starts first takes the complement).
-            _rp_g = _rp_m.gap
-            _rp_m.tick_at = _rp_k + _rp_g
-            _rp_m.gap = {span} - _rp_g
+            # A sample: this call's latency stands for its run of 32
+            # admissions. The next is at the next run's place
+            # (_machine.sample_place, inlined: no call in this step).
+            _rp_r = (_rp_k >> {shift}) + 1
+            _rp_m.tick_at = (_rp_r << {shift}) + ((_rp_r * {mult} & 0xFFFFFFFF) >> {place_shift})
             _rp_s = 1
         elif _rp_f > 0:  # FAST_SETTLED, FAST_TIME: sampled at Machine.sample_at
             _rp_s = 0
@@ -151,11 +154,19 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
         ):
             _rp_n = _rp_m.hot + 1
             _rp_m.hot = _rp_n
-            if _rp_s or _rp_n >= _rp_m.sample_at:
-                _rp_g = _rp_m.gap
-                _rp_m.sample_at = _rp_n + _rp_g
-                _rp_m.gap = {span} - _rp_g
-                _rp_m.settled_sample(_rp_gen, _rp_n, _rp_d, _rp_s)
+            if _rp_s:
+                _rp_m.settled_sample(_rp_gen, _rp_n, _rp_d, 1)
+            elif _rp_n >= _rp_m.sample_at:
+                # Every call up to 1,024, then one in each run of 32 (at
+                # _machine.sample_place, inlined), moved on before the call.
+                if _rp_n < {exact}:
+                    _rp_m.sample_at = _rp_n + 1
+                else:
+                    _rp_r = (_rp_n >> {shift}) + 1
+                    _rp_m.sample_at = (_rp_r << {shift}) + (
+                        (_rp_r * {mult} & 0xFFFFFFFF) >> {place_shift}
+                    )
+                _rp_m.settled_sample(_rp_gen, _rp_n, _rp_d, 0)
             return _rp_result
         _rp_b._finish(_rp_gen, _rp_end, _rp_d, {weight} if _rp_s else 1)
         return _rp_result
@@ -230,7 +241,10 @@ def _source(fn: types.FunctionType, is_async: bool) -> tuple[str, str]:
         params=params,
         args=args,
         untimed=FAST_UNTIMED,
-        span=SAMPLE_SPAN,
+        shift=SAMPLE_SHIFT,
+        mult=PLACE_MULTIPLIER,
+        place_shift=32 - SAMPLE_SHIFT,
+        exact=_HIST_EXACT,
         weight=SAMPLE_WEIGHT,
     )
     return source, prefix

@@ -35,7 +35,8 @@ __all__ = (
     "FAST_UNTIMED",
     "LOCK_FREE",
     "REJECTED",
-    "SAMPLE_SPAN",
+    "PLACE_MULTIPLIER",
+    "SAMPLE_SHIFT",
     "SAMPLE_WEIGHT",
     "Machine",
     "Transition",
@@ -70,21 +71,27 @@ _HIST_EXACT = 1024
 # Past the first _HIST_EXACT calls, latency is sampled: one call in
 # SAMPLE_WEIGHT feeds the histogram (and the mean, for calls counted without
 # the lock; with FAST_UNTIMED, only that call is timed at all), weighted for
-# SAMPLE_WEIGHT calls. Which one is random: one call at a random place in each
-# run of SAMPLE_WEIGHT calls (or, under the lock, a random draw), never every
-# SAMPLE_WEIGHT-th call, or a rhythm in the traffic (two queries per request,
-# one of them slow) would decide which calls are seen.
-_SAMPLE_BITS = 5
-SAMPLE_WEIGHT = 1 << _SAMPLE_BITS
-SAMPLE_SPAN = 2 * SAMPLE_WEIGHT
-"""Gaps between samples lie in 1..SAMPLE_SPAN-1. A gap used again before the
-next one is drawn (concurrent samples) is followed by ``SAMPLE_SPAN - gap``,
-so the rate stays one in SAMPLE_WEIGHT whatever the concurrency."""
+# SAMPLE_WEIGHT calls. Counted calls fall in runs of SAMPLE_WEIGHT, and each
+# run's sample is the call at a scattered place in it, set by the run's number
+# alone (sample_place), so neither the order in which concurrent calls finish
+# nor a rhythm in the traffic (two queries per request, one of them slow)
+# decides which calls are seen; every SAMPLE_WEIGHT-th call would. Calls
+# recorded under the lock feed the histogram by a random draw.
+SAMPLE_WEIGHT = 32
+SAMPLE_SHIFT = 5  # SAMPLE_WEIGHT == 1 << SAMPLE_SHIFT
 _SAMPLE_P = 1.0 / SAMPLE_WEIGHT
 _sampling = random.Random()
+PLACE_MULTIPLIER = 0x9E3779B9
+"""Fibonacci hashing: run r's sample is at place ``(r * PLACE_MULTIPLIER mod
+2**32) >> 27`` in it, an irrational rotation in effect, which no periodic
+pattern of calls stays in step with."""
 
 
-_random_bits = _sampling.getrandbits
+def sample_place(r: int) -> int:
+    """The count at which run ``r`` (counts ``r*32 .. r*32+31``) is sampled.
+    The generated guards inline this (``resilience._hotpath``)."""
+    return (r << SAMPLE_SHIFT) + ((r * PLACE_MULTIPLIER & 0xFFFFFFFF) >> (32 - SAMPLE_SHIFT))
+
 
 _HIST_MAX = 0xFFFFFFFF  # the histogram's counters are unsigned 32-bit
 
@@ -109,8 +116,8 @@ of the current generation changes nothing but counters, so it may be counted
 without the lock, in ``hot`` (``resilience._hotpath``)."""
 FAST_UNTIMED = 2
 """FAST_SETTLED, no rule needs durations, and the first 1,024 successes were
-timed: 31 calls in 32 may skip the clock (the latency metrics sample the
-32nd)."""
+timed: 31 calls in 32 may skip the clock (the latency metrics sample one call
+in each run of 32 admissions, see ``sample_place``)."""
 FAST_TIME = 3
 """CLOSED or METRICS_ONLY with a time window holding no failure and no slow
 call: a fast success of the current generation that ends in the newest
@@ -144,7 +151,6 @@ class Machine:
         "failed_calls",
         "failures_by_category",
         "fast",
-        "gap",
         "gen",
         "half_open_inflight",
         "half_open_max",
@@ -169,7 +175,6 @@ class Machine:
         "rejected_calls",
         "rejected_retry_after",
         "sample_at",
-        "sample_offset",
         "slow_call_rate",
         "slow_calls",
         "slow_threshold",
@@ -187,7 +192,7 @@ class Machine:
         self.state = _CLOSED
         self.gen = 0
         # Admissions while FAST_UNTIMED; the one that reaches tick_at is
-        # timed, and moves tick_at on by gap.
+        # timed, and moves tick_at on to the next run's place.
         self.ticks = 0
         self.pending: list[Transition] | None = None
         self.consecutive_failures = 0
@@ -268,13 +273,10 @@ class Machine:
         self.hot = 0
         self.hot_folded = 0
         # The hot count at which a timed lock-free success next feeds the
-        # latency metrics, and the gap to the one after: 1 up to _HIST_EXACT,
-        # then from this sample's place in its run of SAMPLE_WEIGHT calls
-        # (sample_offset) to a random place in the next run.
+        # latency metrics (every one up to _HIST_EXACT, then sample_place of
+        # the next run); the same for ticks.
         self.sample_at = 0
         self.tick_at = 0
-        self.gap = 1
-        self.sample_offset = 0
         self.successful_calls = 0
         self.failed_calls = 0
         self.ignored_calls = 0
@@ -404,43 +406,52 @@ class Machine:
         No call and no backward jump lies between the check and the counter
         writes, so the GIL cannot hand the thread over in between.
         """
-        if 0 < self.fast < FAST_TIME and gen == self.gen and duration < self.slow_threshold:
+        f = self.fast
+        if 0 < f < FAST_TIME and gen == self.gen and duration < self.slow_threshold:
             n = self.hot + 1
             self.hot = n
-            if n >= self.sample_at:
-                gap = self.gap
-                self.sample_at = n + gap
-                self.gap = SAMPLE_SPAN - gap
+            if f == FAST_UNTIMED:
+                # The run of admissions the generated guards sample from: a
+                # call timed anyway takes its turn there, not on hot.
+                k = self.ticks + 1
+                self.ticks = k
+                if k >= self.tick_at:
+                    r = (k >> SAMPLE_SHIFT) + 1
+                    self.tick_at = (r << SAMPLE_SHIFT) + (
+                        (r * PLACE_MULTIPLIER & 0xFFFFFFFF) >> (32 - SAMPLE_SHIFT)
+                    )
+                    self.settled_sample(gen, n, duration, 1)
+            elif n >= self.sample_at:
+                if n < _HIST_EXACT:
+                    self.sample_at = n + 1
+                else:
+                    r = (n >> SAMPLE_SHIFT) + 1
+                    self.sample_at = (r << SAMPLE_SHIFT) + (
+                        (r * PLACE_MULTIPLIER & 0xFFFFFFFF) >> (32 - SAMPLE_SHIFT)
+                    )
                 self.settled_sample(gen, n, duration, 0)
             return True
         return False
 
     def settled_sample(self, gen: int, n: int, duration: float, forced: int) -> None:
         """The latency part of a success admitted under ``gen`` that a caller
-        timed and counted without the lock as the ``n``-th in ``hot``, and
-        picked because ``n`` reached ``sample_at`` (the caller has moved
-        ``sample_at`` on by ``gap``) or at admission (``forced``; see
-        ``resilience._hotpath``); draw the next gap; once 1,024 successes
-        have been timed, allow FAST_UNTIMED.
+        timed and counted without the lock as the ``n``-th in ``hot``, picked
+        because ``n`` reached ``sample_at`` or at admission (``forced``); the
+        caller has moved ``sample_at`` or ``tick_at`` on (see
+        ``resilience._hotpath``). Once 1,024 successes have been timed, allow
+        FAST_UNTIMED.
 
         ``forced`` 0: a call of a run that times every call; the first 1,024
-        are all taken, at weight 1, then one at a random place in each run of
-        32, at weight 32. ``forced`` 1: the call an untimed run picked at admission
+        are all taken, at weight 1, then one in each run of 32, at weight 32.
+        ``forced`` 1: the call an untimed run picked at admission
         (``tick_at``), which stands for 32 calls.
         """
-        # The next place is drawn first: from the generation check to
-        # _hist_add there is no call, so no other thread's reset can land in
-        # between, and the histogram is read there, so that a reset during
-        # _hist_add leaves this sample in the old one.
-        offset = _random_bits(_SAMPLE_BITS)  # its place in the next run of SAMPLE_WEIGHT
         if gen != self.gen:
             return  # a transition or a reset since: not these metrics' call
+        # No call from the generation check to _hist_add, so no other
+        # thread's reset can land in between; the histogram is read here, so
+        # that a reset during _hist_add leaves this sample in the old one.
         hist = self._hist
-        if forced or n >= _HIST_EXACT:
-            self.gap = SAMPLE_WEIGHT - self.sample_offset + offset
-            self.sample_offset = offset
-        else:
-            self.gap = 1
         weight = 1 if not forced and n <= _HIST_EXACT else SAMPLE_WEIGHT
         self.timed_calls += weight
         self.avg_latency_sum += duration * weight
@@ -486,6 +497,8 @@ class Machine:
             self.fold()
         n = self.successful_calls + 1
         self.successful_calls = n
+        if weight != 1 and gen != self.gen:
+            weight = 1  # a sample from before a transition or reset: just itself
         if duration is None:
             slow = False
         else:

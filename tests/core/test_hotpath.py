@@ -28,6 +28,7 @@ from resilience._machine import (
     FAST_UNTIMED,
     SAMPLE_WEIGHT,
     _sampling,
+    sample_place,
 )
 from resilience.testing import FakeClock
 
@@ -157,6 +158,19 @@ def _breaker_and_guard(clock: FakeClock, **fields: Any) -> tuple[Any, Any]:
     return call.breaker, call  # type: ignore[attr-defined]
 
 
+# The three windows that count successes without the lock, and the mode each
+# settles in: no rule that needs durations, a slow-call rule, a time window.
+EVERY_LOCK_FREE_WINDOW = pytest.mark.parametrize(
+    ("settings", "fast"),
+    [
+        ({}, FAST_UNTIMED),
+        ({"slow_call_duration": 10.0}, FAST_SETTLED),
+        ({"window_duration": 60, "slow_call_duration": 10.0}, FAST_TIME),
+    ],
+    ids=["untimed", "count-window-timed", "time-window-timed"],
+)
+
+
 def _unfolded(m: Any) -> int:
     """Successes counted without the lock and not yet folded in."""
     return int(m.hot - m.hot_folded)
@@ -255,15 +269,7 @@ async def test_a_failure_in_a_time_window_is_recorded_and_rates_stay_exact() -> 
     assert call.breaker._m.fast == FAST_TIME  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(
-    ("settings", "fast"),
-    [
-        ({}, FAST_UNTIMED),
-        ({"slow_call_duration": 10.0}, FAST_SETTLED),
-        ({"window_duration": 60, "slow_call_duration": 10.0}, FAST_TIME),
-    ],
-    ids=["untimed", "count-window-timed", "time-window-timed"],
-)
+@EVERY_LOCK_FREE_WINDOW
 async def test_sampled_latency_stands_for_every_call(settings: dict[str, Any], fast: int) -> None:
     """Mean and p99 stay right past the first 1,024 calls, when one call in 32
     feeds the latency metrics (and, untimed, 31 in 32 skip the clock): a
@@ -395,44 +401,40 @@ async def _locked_calls_between(clock: FakeClock, reg: Registry) -> tuple[float,
     return (20 * 0.001 + 0.050) / 21, fast.breaker  # type: ignore[attr-defined]
 
 
-async def _aligned_locked_call(clock: FakeClock, reg: Registry) -> tuple[float, Any]:
-    """A count window with a slow-call rule: 31 decorated 1 ms calls, then a
-    20 ms call through ``async with`` (under the lock), in step with 32."""
+async def _in_step_with_32(
+    clock: FakeClock, reg: Registry, lock_free: int = 31, rounds: int = 3000
+) -> tuple[float, Any]:
+    """A count window with a slow-call rule: ``lock_free`` decorated 1 ms
+    calls, then a 20 ms call through ``async with`` (under the lock), over
+    and over, in step with 32."""
 
     @circuit("aligned", registry=reg, slow_call_duration=1.0)
     async def read() -> None:
         clock.advance(0.001)
 
     breaker = read.breaker  # type: ignore[attr-defined]
-    for _ in range(3000):
-        for _ in range(31):
+    for _ in range(rounds):
+        for _ in range(lock_free):
             await read()
         async with breaker:
             clock.advance(0.020)
-    return (31 * 0.001 + 0.020) / 32, breaker
+    return (lock_free * 0.001 + 0.020) / (lock_free + 1), breaker
 
 
 @pytest.fixture
 def seeded_sampling() -> None:
-    """The sample's random gaps, made repeatable."""
+    """The random draws that pick calls recorded under the lock, made repeatable."""
     _sampling.seed(2026)
 
 
-@pytest.mark.parametrize(
-    ("settings", "fast"),
-    [
-        ({}, FAST_UNTIMED),
-        ({"slow_call_duration": 1.0}, FAST_SETTLED),
-        ({"window_duration": 60, "slow_call_duration": 1.0}, FAST_TIME),
-    ],
-    ids=["untimed", "count-window-timed", "time-window-timed"],
-)
+@EVERY_LOCK_FREE_WINDOW
 async def test_a_rhythm_in_the_traffic_does_not_pick_the_sample(
     settings: dict[str, Any], fast: int, seeded_sampling: None
 ) -> None:
-    """Two queries per request on one breaker, 1 ms and 10 ms: the sample is
-    taken at random gaps, so it sees both, and the mean and the histogram
-    describe both (every 32nd call would always be the same query)."""
+    """Two queries per request on one breaker, 1 ms and 10 ms: each run of 32
+    calls is sampled at a scattered place, so the sample sees both, and the
+    mean and the histogram describe both (every 32nd call would always be the
+    same query)."""
     clock = FakeClock()
     reg = Registry(clock=clock)
 
@@ -464,12 +466,92 @@ async def test_a_rhythm_in_the_traffic_does_not_pick_the_sample(
     assert share == pytest.approx(0.5 * 2 * requests / (2 * requests + _HIST_EXACT), rel=0.05)
 
 
-async def test_locked_calls_in_step_with_32_do_not_fill_the_histogram(
-    seeded_sampling: None,
+class TaskClock:
+    """A fake clock per asyncio task: a call's duration is what its own task
+    advanced, however the calls of a gather interleave."""
+
+    def __init__(self) -> None:
+        self._now: dict[int, float] = {}
+
+    def monotonic(self) -> float:
+        return self._now.get(id(asyncio.current_task()), 0.0)
+
+    def time(self) -> float:
+        return 0.0
+
+    def advance(self, seconds: float) -> None:
+        task = id(asyncio.current_task())
+        self._now[task] = self._now.get(task, 0.0) + seconds
+
+
+@pytest.mark.parametrize(
+    ("settings", "fast"),
+    [({}, FAST_UNTIMED), ({"slow_call_duration": 1.0}, FAST_SETTLED)],
+    ids=["untimed", "count-window-timed"],
+)
+async def test_calls_finishing_out_of_order_do_not_pick_the_sample(
+    settings: dict[str, Any], fast: int
 ) -> None:
-    """127 lock-free 1 ms calls, then one 20 ms call under the lock, over and
-    over: the locked calls are sampled at random too, so the slow 0.8% stays
-    below p99 (sampling every 32nd success would count each of them 32 times)."""
+    """Batches of 64 concurrent calls, the last of each slow (it finishes
+    last): the sample's place in each run is set by the run alone, not by
+    which call finishes first, so the slow calls are seen at their share."""
+    clock = TaskClock()
+    reg = Registry(clock=clock)
+
+    @circuit("db", registry=reg, **settings)
+    async def fetch(i: int) -> None:
+        clock.advance(0.010 if i == 63 else 0.001)
+        for _ in range(5 if i == 63 else 1):
+            await asyncio.sleep(0)
+
+    for _ in range(2 * _HIST_EXACT):
+        await fetch(0)
+    breaker = fetch.breaker  # type: ignore[attr-defined]
+    assert breaker._m.fast == fast
+    breaker.metrics()
+    m = breaker._m
+    latency, timed = m.avg_latency_sum, m.timed_calls
+    for _ in range(1_000):
+        await asyncio.gather(*(fetch(i) for i in range(64)))
+    breaker.metrics()
+    mean = (m.avg_latency_sum - latency) / (m.timed_calls - timed)
+    assert mean == pytest.approx((63 * 0.001 + 0.010) / 64, rel=0.02)
+
+
+async def test_calls_through_breaker_call_take_their_turn_in_the_sample() -> None:
+    """With no rule that needs durations, a call through ``breaker.call`` (timed
+    anyway) is sampled in the same runs as the decorated function's calls, not
+    on every turn it finds the decorated calls have moved the count."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+
+    @circuit("db", registry=reg)
+    async def fast() -> None:
+        clock.advance(0.001)
+
+    async def slow() -> None:
+        clock.advance(0.010)
+
+    for _ in range(2 * _HIST_EXACT):
+        await fast()
+    breaker = fast.breaker  # type: ignore[attr-defined]
+    assert breaker._m.fast == FAST_UNTIMED
+    breaker.metrics()
+    m = breaker._m
+    latency, timed, before = m.avg_latency_sum, m.timed_calls, m.successful_calls
+    for _ in range(10_000):
+        await fast()
+        await fast()
+        await breaker.call(slow)
+    calls = breaker.metrics()["successful_calls"] - before
+    assert (m.timed_calls - timed) == pytest.approx(calls, rel=0.02)
+    mean = (m.avg_latency_sum - latency) / (m.timed_calls - timed)
+    assert mean == pytest.approx((2 * 0.001 + 0.010) / 3, rel=0.03)
+
+
+async def test_each_run_of_32_is_sampled_once_at_its_place() -> None:
+    """Past the first 1,024, a run that times every call feeds the metrics
+    exactly the call at ``sample_place`` of each run of 32, at weight 32."""
     clock = FakeClock()
     reg = Registry(clock=clock)
 
@@ -477,12 +559,103 @@ async def test_locked_calls_in_step_with_32_do_not_fill_the_histogram(
     async def read() -> None:
         clock.advance(0.001)
 
+    m = read.breaker._m  # type: ignore[attr-defined]
+    picked: list[int] = []
+    for _ in range(2 * _HIST_EXACT + 32 * 50):
+        timed = m.timed_calls
+        await read()
+        if m.timed_calls != timed and m.hot > _HIST_EXACT:
+            assert m.timed_calls - timed == SAMPLE_WEIGHT
+            picked.append(m.hot)
+    runs = sorted({n >> 5 for n in picked})
+    assert len(picked) == len(runs) >= 70  # one per run
+    assert picked == [sample_place(r) for r in runs]
+
+
+async def test_an_untimed_runs_sample_always_stands_for_32() -> None:
+    """Once no rule needs durations, every sample is weighted 32, from the
+    first one on (the lock-free count may not have reached 1,024 yet)."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+
+    @circuit("db", registry=reg)
+    async def read() -> None:
+        clock.advance(0.001)
+
+    m = read.breaker._m  # type: ignore[attr-defined]
+    for _ in range(_HIST_EXACT):
+        await read()
+    assert m.fast == FAST_UNTIMED
+    assert m.hot < _HIST_EXACT  # the window filled under the lock
+    steps = set()
+    for _ in range(32 * 20):
+        timed = m.timed_calls
+        await read()
+        steps.add(m.timed_calls - timed)
+    assert steps == {0, SAMPLE_WEIGHT}
+
+
+async def test_a_sample_in_flight_across_a_reset_counts_once() -> None:
+    """A call picked to stand for 32 that finishes after a reset is recorded
+    in the fresh metrics as itself, not as 32 calls."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+    gate = asyncio.Event()
+
+    @circuit("db", registry=reg)
+    async def read(wait: bool = False) -> None:
+        if wait:
+            await gate.wait()
+            clock.advance(0.5)
+        else:
+            clock.advance(0.001)
+
     breaker = read.breaker  # type: ignore[attr-defined]
-    for _ in range(8_000):
-        for _ in range(127):
-            await read()
-        async with breaker:
-            clock.advance(0.020)
+    for _ in range(2 * _HIST_EXACT):
+        await read()
+    while breaker._m.ticks + 1 < breaker._m.tick_at:
+        await read()  # until the next admission is a sample
+    in_flight = asyncio.create_task(read(wait=True))
+    await asyncio.sleep(0)
+    breaker.reset()
+    gate.set()
+    await in_flight
+    for _ in range(100):
+        await read()
+    metrics = breaker.metrics()
+    assert metrics["successful_calls"] == 101
+    assert metrics["avg_latency_ms"] == pytest.approx((500 + 100 * 1) / 101, rel=0.01)
+
+
+async def test_failures_in_a_rhythm_reach_the_histogram_at_their_share(
+    seeded_sampling: None,
+) -> None:
+    """Calls recorded under the lock (here, failures: 1 ms and 10 ms in turn)
+    feed the histogram by a random draw, not every 32nd call."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+
+    @circuit("db", registry=reg, failure_threshold=10**9, error_rate=None)
+    async def call(slow: bool) -> None:
+        clock.advance(0.010 if slow else 0.001)
+        raise ConnectionError("down")
+
+    for i in range(2 * SAMPLE_WEIGHT * 2_000):
+        with contextlib.suppress(ConnectionError):
+            await call(i % 2 == 1)
+    hist = call.breaker._m._hist  # type: ignore[attr-defined]
+    slow_bucket = max(i for i, n in enumerate(hist) if n)
+    assert hist[slow_bucket] / sum(hist) == pytest.approx(0.5, rel=0.1)
+
+
+async def test_locked_calls_in_step_with_32_do_not_fill_the_histogram(
+    seeded_sampling: None,
+) -> None:
+    """127 lock-free 1 ms calls, then one 20 ms call under the lock, over and
+    over: the locked calls are sampled at random too, so the slow 0.8% stays
+    below p99 (sampling every 32nd success would count each of them 32 times)."""
+    clock = FakeClock()
+    _, breaker = await _in_step_with_32(clock, Registry(clock=clock), 127, 8_000)
     assert breaker.metrics()["p99_latency_ms"] == pytest.approx(1.0, rel=0.2)
 
 
@@ -521,7 +694,7 @@ def test_a_sample_of_an_older_generation_is_dropped(fake_clock: FakeClock) -> No
 
 
 @pytest.mark.parametrize(
-    "scenario", [_low_rate_time_window, _locked_calls_between, _aligned_locked_call]
+    "scenario", [_low_rate_time_window, _locked_calls_between, _in_step_with_32]
 )
 async def test_the_latency_sample_is_fair_whatever_the_traffic(scenario: Any) -> None:
     """Lock-free calls are sampled on a count only they move, which no fold
