@@ -30,16 +30,16 @@ Per call, while CLOSED (the hot path):
 - when no rule needs durations (``FAST_UNTIMED``), one call in 32 reads
   the clock: the admission whose count (``Machine.ticks``) reaches
   ``Machine.tick_at``, which then moves on to the next run of 32 admissions,
-  at the place ``_machine.sample_place`` gives that run; that call feeds the
-  latency metrics, weighted for 32. A window that times every call (a
-  slow-call rule, a time window) feeds them every call until 1,024 have been
-  counted in ``hot``, then the one at ``Machine.sample_at``, chosen the same
-  way on ``hot``. The place is set by the run's number alone (scattered by
-  Fibonacci hashing), not every 32nd call and not by when calls finish: a
-  rhythm in the traffic (two queries per request) or the order in which
-  concurrent calls finish must not decide which calls are seen; and runs are
-  counted on ``hot`` or ``ticks``, which calls recorded under the lock do
-  not move, so they cannot line up with the sample either;
+  at a random place drawn then (``_machine.next_sample``); that call feeds
+  the latency metrics, weighted for 32. A window
+  that times every call (a slow-call rule, a time window) feeds them every
+  call until 1,023 have been counted in ``hot``, then the one at
+  ``Machine.sample_at``, chosen the same way on ``hot``. A random place, not
+  every 32nd call, and fixed before the run starts, not by when calls
+  finish: a rhythm in the traffic (two queries per request) or the order in
+  which concurrent calls finish must not decide which calls are seen; and
+  runs are counted on ``hot`` or ``ticks``, which calls recorded under the
+  lock do not move, so they cannot line up with the sample either;
 - with a clean time window (``FAST_TIME``) a success that ends in the newest
   bucket is counted the same way, and fold adds it to that bucket;
 - a rejection while OPEN (before its deadline) or FORCED_OPEN is decided
@@ -66,7 +66,9 @@ from ._machine import (
     _HIST_EXACT,
     FAST_UNTIMED,
     LOCK_FREE,
-    PLACE_MULTIPLIER,
+    RNG_INCREMENT,
+    RNG_MASK,
+    RNG_MULTIPLIER,
     SAMPLE_SHIFT,
     SAMPLE_WEIGHT,
 )
@@ -107,10 +109,11 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
                 _rp_b._finish(_rp_gen, None, None, 1)
                 return _rp_result
             # A sample: this call's latency stands for its run of 32
-            # admissions. The next is at the next run's place
-            # (_machine.sample_place, inlined: no call in this step).
-            _rp_r = (_rp_k >> {shift}) + 1
-            _rp_m.tick_at = (_rp_r << {shift}) + ((_rp_r * {mult} & 0xFFFFFFFF) >> {place_shift})
+            # admissions. The next is at a random place in the next run
+            # (_machine.next_sample, inlined: no call in this step).
+            _rp_x = (_rp_m.sample_rng * {rng_mult} + {rng_inc}) & {rng_mask}
+            _rp_m.sample_rng = _rp_x
+            _rp_m.tick_at = ((_rp_k >> {shift}) + 1 << {shift}) + (_rp_x >> {place_shift})
             _rp_s = 1
         elif _rp_f > 0:  # FAST_SETTLED, FAST_TIME: sampled at Machine.sample_at
             _rp_s = 0
@@ -157,15 +160,15 @@ def _rp_factory(_rp_m, _rp_fn, _rp_b, _rp_now, _rp_closed, _rp_open, _rp_forced,
             if _rp_s:
                 _rp_m.settled_sample(_rp_gen, _rp_n, _rp_d, 1)
             elif _rp_n >= _rp_m.sample_at:
-                # Every call up to 1,024, then one in each run of 32 (at
-                # _machine.sample_place, inlined), moved on before the call.
+                # Every call up to 1,023, then one in each run of 32, at a
+                # random place (_machine.next_sample, inlined); moved on
+                # before the call.
                 if _rp_n < {exact}:
                     _rp_m.sample_at = _rp_n + 1
                 else:
-                    _rp_r = (_rp_n >> {shift}) + 1
-                    _rp_m.sample_at = (_rp_r << {shift}) + (
-                        (_rp_r * {mult} & 0xFFFFFFFF) >> {place_shift}
-                    )
+                    _rp_x = (_rp_m.sample_rng * {rng_mult} + {rng_inc}) & {rng_mask}
+                    _rp_m.sample_rng = _rp_x
+                    _rp_m.sample_at = ((_rp_n >> {shift}) + 1 << {shift}) + (_rp_x >> {place_shift})
                 _rp_m.settled_sample(_rp_gen, _rp_n, _rp_d, 0)
             return _rp_result
         _rp_b._finish(_rp_gen, _rp_end, _rp_d, {weight} if _rp_s else 1)
@@ -242,8 +245,10 @@ def _source(fn: types.FunctionType, is_async: bool) -> tuple[str, str]:
         args=args,
         untimed=FAST_UNTIMED,
         shift=SAMPLE_SHIFT,
-        mult=PLACE_MULTIPLIER,
-        place_shift=32 - SAMPLE_SHIFT,
+        place_shift=30 - SAMPLE_SHIFT,
+        rng_mult=RNG_MULTIPLIER,
+        rng_inc=RNG_INCREMENT,
+        rng_mask=RNG_MASK,
         exact=_HIST_EXACT,
         weight=SAMPLE_WEIGHT,
     )

@@ -35,7 +35,9 @@ __all__ = (
     "FAST_UNTIMED",
     "LOCK_FREE",
     "REJECTED",
-    "PLACE_MULTIPLIER",
+    "RNG_INCREMENT",
+    "RNG_MASK",
+    "RNG_MULTIPLIER",
     "SAMPLE_SHIFT",
     "SAMPLE_WEIGHT",
     "Machine",
@@ -72,25 +74,32 @@ _HIST_EXACT = 1024
 # SAMPLE_WEIGHT feeds the histogram (and the mean, for calls counted without
 # the lock; with FAST_UNTIMED, only that call is timed at all), weighted for
 # SAMPLE_WEIGHT calls. Counted calls fall in runs of SAMPLE_WEIGHT, and each
-# run's sample is the call at a scattered place in it, set by the run's number
-# alone (sample_place), so neither the order in which concurrent calls finish
-# nor a rhythm in the traffic (two queries per request, one of them slow)
-# decides which calls are seen; every SAMPLE_WEIGHT-th call would. Calls
-# recorded under the lock feed the histogram by a random draw.
+# run's sample is the call at a random place in it, drawn when the run
+# before is sampled: not the first call to finish, which under concurrency
+# is the fastest, and not every SAMPLE_WEIGHT-th call, which a rhythm in the
+# traffic (two queries per request, one of them slow) would turn into a
+# sample of one query. The draw must not be a call (it happens inside a
+# lock-free step), so it is a step of a linear congruential generator kept
+# in ``Machine.sample_rng`` (its top bits; period 2**30). Calls recorded
+# under the lock feed the histogram by a random draw.
 SAMPLE_WEIGHT = 32
 SAMPLE_SHIFT = 5  # SAMPLE_WEIGHT == 1 << SAMPLE_SHIFT
+RNG_MULTIPLIER = 1664525
+RNG_INCREMENT = 1013904223
+RNG_MASK = (1 << 30) - 1
+"""``rng = (rng * RNG_MULTIPLIER + RNG_INCREMENT) & RNG_MASK``; the place in
+the run is ``rng >> (30 - SAMPLE_SHIFT)``."""
 _SAMPLE_P = 1.0 / SAMPLE_WEIGHT
+_PLACE_SHIFT = 30 - SAMPLE_SHIFT
 _sampling = random.Random()
-PLACE_MULTIPLIER = 0x9E3779B9
-"""Fibonacci hashing: run r's sample is at place ``(r * PLACE_MULTIPLIER mod
-2**32) >> 27`` in it, an irrational rotation in effect, which no periodic
-pattern of calls stays in step with."""
 
 
-def sample_place(r: int) -> int:
-    """The count at which run ``r`` (counts ``r*32 .. r*32+31``) is sampled.
-    The generated guards inline this (``resilience._hotpath``)."""
-    return (r << SAMPLE_SHIFT) + ((r * PLACE_MULTIPLIER & 0xFFFFFFFF) >> (32 - SAMPLE_SHIFT))
+def next_sample(count: int, rng: int) -> tuple[int, int]:
+    """``(the count at which the run after ``count``'s is sampled, the new
+    rng)``. The generated guards and :meth:`Machine.settled_success` inline
+    these steps, which must not make a call."""
+    rng = (rng * RNG_MULTIPLIER + RNG_INCREMENT) & RNG_MASK
+    return ((count >> SAMPLE_SHIFT) + 1 << SAMPLE_SHIFT) + (rng >> _PLACE_SHIFT), rng
 
 
 _HIST_MAX = 0xFFFFFFFF  # the histogram's counters are unsigned 32-bit
@@ -117,7 +126,7 @@ without the lock, in ``hot`` (``resilience._hotpath``)."""
 FAST_UNTIMED = 2
 """FAST_SETTLED, no rule needs durations, and the first 1,024 successes were
 timed: 31 calls in 32 may skip the clock (the latency metrics sample one call
-in each run of 32 admissions, see ``sample_place``)."""
+in each run of 32 admissions, at a random place in it)."""
 FAST_TIME = 3
 """CLOSED or METRICS_ONLY with a time window holding no failure and no slow
 call: a fast success of the current generation that ends in the newest
@@ -175,6 +184,7 @@ class Machine:
         "rejected_calls",
         "rejected_retry_after",
         "sample_at",
+        "sample_rng",
         "slow_call_rate",
         "slow_calls",
         "slow_threshold",
@@ -194,6 +204,10 @@ class Machine:
         # Admissions while FAST_UNTIMED; the one that reaches tick_at is
         # timed, and moves tick_at on to the next run's place.
         self.ticks = 0
+        # Where runs are sampled (see next_sample). Every breaker starts the
+        # sequence at 0: places need to be random against the traffic, not
+        # between breakers, and 0 costs a fresh breaker no memory.
+        self.sample_rng = 0
         self.pending: list[Transition] | None = None
         self.consecutive_failures = 0
         self.half_open_successes = 0
@@ -273,8 +287,8 @@ class Machine:
         self.hot = 0
         self.hot_folded = 0
         # The hot count at which a timed lock-free success next feeds the
-        # latency metrics (every one up to _HIST_EXACT, then sample_place of
-        # the next run); the same for ticks.
+        # latency metrics (every one up to _HIST_EXACT, then the one at a
+        # random place in the next run of SAMPLE_WEIGHT); the same for ticks.
         self.sample_at = 0
         self.tick_at = 0
         self.successful_calls = 0
@@ -416,19 +430,17 @@ class Machine:
                 k = self.ticks + 1
                 self.ticks = k
                 if k >= self.tick_at:
-                    r = (k >> SAMPLE_SHIFT) + 1
-                    self.tick_at = (r << SAMPLE_SHIFT) + (
-                        (r * PLACE_MULTIPLIER & 0xFFFFFFFF) >> (32 - SAMPLE_SHIFT)
-                    )
+                    x = (self.sample_rng * RNG_MULTIPLIER + RNG_INCREMENT) & RNG_MASK
+                    self.sample_rng = x
+                    self.tick_at = ((k >> SAMPLE_SHIFT) + 1 << SAMPLE_SHIFT) + (x >> _PLACE_SHIFT)
                     self.settled_sample(gen, n, duration, 1)
             elif n >= self.sample_at:
                 if n < _HIST_EXACT:
                     self.sample_at = n + 1
                 else:
-                    r = (n >> SAMPLE_SHIFT) + 1
-                    self.sample_at = (r << SAMPLE_SHIFT) + (
-                        (r * PLACE_MULTIPLIER & 0xFFFFFFFF) >> (32 - SAMPLE_SHIFT)
-                    )
+                    x = (self.sample_rng * RNG_MULTIPLIER + RNG_INCREMENT) & RNG_MASK
+                    self.sample_rng = x
+                    self.sample_at = ((n >> SAMPLE_SHIFT) + 1 << SAMPLE_SHIFT) + (x >> _PLACE_SHIFT)
                 self.settled_sample(gen, n, duration, 0)
             return True
         return False
@@ -441,7 +453,7 @@ class Machine:
         ``resilience._hotpath``). Once 1,024 successes have been timed, allow
         FAST_UNTIMED.
 
-        ``forced`` 0: a call of a run that times every call; the first 1,024
+        ``forced`` 0: a call of a run that times every call; the first 1,023
         are all taken, at weight 1, then one in each run of 32, at weight 32.
         ``forced`` 1: the call an untimed run picked at admission
         (``tick_at``), which stands for 32 calls.
@@ -452,7 +464,7 @@ class Machine:
         # thread's reset can land in between; the histogram is read here, so
         # that a reset during _hist_add leaves this sample in the old one.
         hist = self._hist
-        weight = 1 if not forced and n <= _HIST_EXACT else SAMPLE_WEIGHT
+        weight = 1 if not forced and n < _HIST_EXACT else SAMPLE_WEIGHT
         self.timed_calls += weight
         self.avg_latency_sum += duration * weight
         if (
