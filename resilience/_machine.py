@@ -204,9 +204,9 @@ class Machine:
         # Admissions while FAST_UNTIMED; the one that reaches tick_at is
         # timed, and moves tick_at on to the next run's place.
         self.ticks = 0
-        # Where runs are sampled (see next_sample). Every breaker starts the
-        # sequence at 0: places need to be random against the traffic, not
-        # between breakers, and 0 costs a fresh breaker no memory.
+        # Where runs are sampled (see next_sample): seeded at random when
+        # the window first settles, so breakers do not all sample the same
+        # calls (0 until then costs a fresh breaker no memory).
         self.sample_rng = 0
         self.pending: list[Transition] | None = None
         self.consecutive_failures = 0
@@ -548,9 +548,13 @@ class Machine:
                 self._after_record(now)
             elif isinstance(w, CountWindow):
                 if w.calls == w.size:
+                    if not self.sample_rng:
+                        self.sample_rng = _sampling.getrandbits(30)
                     self.hot_end = _INF  # any end: a count window has no buckets
                     self.fast = self._settle(n)
             elif LOCK_FREE:
+                if not self.sample_rng:
+                    self.sample_rng = _sampling.getrandbits(30)
                 self.hot_end = w.newest_end
                 self.fast = FAST_TIME
         elif s is _HALF_OPEN:

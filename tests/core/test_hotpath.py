@@ -424,8 +424,8 @@ async def _in_step_with_32(
 
 @pytest.fixture
 def seeded_sampling() -> None:
-    """The random draws (the sample's place in each run, and the calls
-    recorded under the lock) made repeatable."""
+    """The random draws (each breaker's seed for the places it samples, and
+    the calls recorded under the lock) made repeatable."""
     _sampling.seed(2026)
 
 
@@ -495,8 +495,9 @@ async def test_calls_finishing_out_of_order_do_not_pick_the_sample(
     settings: dict[str, Any], fast: int, seeded_sampling: None
 ) -> None:
     """Batches of 64 concurrent calls, the last of each slow (it finishes
-    last): the sample's place in each run is set by the run alone, not by
-    which call finishes first, so the slow calls are seen at their share."""
+    last): the sample's place in each run is drawn when the run before is
+    sampled, not by which call finishes first, so the slow calls are seen at
+    their share."""
     clock = TaskClock()
     reg = Registry(clock=clock)
 
@@ -584,6 +585,50 @@ async def test_each_run_of_32_is_sampled_once_at_a_random_place(through: str) ->
     assert len(picked) == len(runs) >= 70  # one per run
     assert runs == list(range(runs[0], runs[-1] + 1))  # every run
     assert len({n & 31 for n in picked[1:]}) >= 16  # places spread over the run
+
+
+@pytest.mark.parametrize("through", ["guard", "breaker.call"])
+async def test_an_untimed_breaker_samples_each_run_of_admissions_once(through: str) -> None:
+    """With no rule that needs durations, one call of each run of 32
+    admissions is timed, at a place drawn as ``next_sample`` draws it,
+    whether the calls come through the guard or ``breaker.call``."""
+    clock = FakeClock()
+    reg = Registry(clock=clock)
+
+    @circuit("db", registry=reg)
+    async def read() -> None:
+        clock.advance(0.001)
+
+    breaker = read.breaker  # type: ignore[attr-defined]
+    call = read if through == "guard" else functools.partial(breaker.call, read.__wrapped__)  # type: ignore[attr-defined]
+    m = breaker._m
+    for _ in range(_HIST_EXACT):
+        await read()
+    assert m.fast == FAST_UNTIMED
+    picked: list[int] = []
+    for _ in range(32 * 80):
+        timed, rng = m.timed_calls, m.sample_rng
+        await call()
+        if m.timed_calls != timed:
+            assert m.timed_calls - timed == SAMPLE_WEIGHT
+            assert (m.tick_at, m.sample_rng) == next_sample(m.ticks, rng)
+            picked.append(m.ticks)
+    runs = sorted({k >> 5 for k in picked})
+    assert len(picked) == len(runs) >= 75  # one per run
+    assert len({k & 31 for k in picked[1:]}) >= 16  # places spread over the run
+
+
+def test_breakers_sample_different_calls(fake_clock: FakeClock) -> None:
+    """Each breaker seeds its own places once its window settles, so breakers
+    given the same traffic do not all sample the same calls."""
+    seeds = set()
+    for i in range(8):
+        breaker = CircuitBreaker(f"b{i}", clock=fake_clock, window_size=5)
+        assert breaker._m.sample_rng == 0  # nothing drawn before it settles
+        for _ in range(5):
+            breaker.call_sync(int)
+        seeds.add(breaker._m.sample_rng)
+    assert len(seeds) == 8
 
 
 async def test_an_untimed_runs_sample_always_stands_for_32() -> None:
