@@ -64,6 +64,7 @@ from ._config import CircuitState
 from ._errors import CircuitOpenError
 from ._machine import (
     _HIST_EXACT,
+    _PLACE_SHIFT,
     FAST_UNTIMED,
     LOCK_FREE,
     RNG_INCREMENT,
@@ -245,7 +246,7 @@ def _source(fn: types.FunctionType, is_async: bool) -> tuple[str, str]:
         args=args,
         untimed=FAST_UNTIMED,
         shift=SAMPLE_SHIFT,
-        place_shift=30 - SAMPLE_SHIFT,
+        place_shift=_PLACE_SHIFT,
         rng_mult=RNG_MULTIPLIER,
         rng_inc=RNG_INCREMENT,
         rng_mask=RNG_MASK,

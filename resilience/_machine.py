@@ -497,6 +497,14 @@ class Machine:
         w.refresh(now)
         return w
 
+    def _let_in(self, fast: int, hot_end: float) -> None:
+        """Let lock-free successes in (``fast``) that end before ``hot_end``;
+        the first time, seed where this breaker samples (see next_sample)."""
+        if not self.sample_rng:
+            self.sample_rng = _sampling.getrandbits(30)
+        self.hot_end = hot_end
+        self.fast = fast
+
     def _settle(self, n: int) -> int:
         if not LOCK_FREE:
             return FAST_NONE
@@ -514,15 +522,7 @@ class Machine:
         if duration is None:
             slow = False
         else:
-            # _latency and _hist_sample, inlined: the locked paths' hot spot.
-            self.timed_calls += weight
-            self.avg_latency_sum += duration * weight
-            if weight != 1:
-                self._hist_add(duration, weight)
-            elif n <= _HIST_EXACT:
-                self._hist_add(duration, 1)
-            elif _sampling.random() < _SAMPLE_P:
-                self._hist_add(duration, SAMPLE_WEIGHT)
+            self._latency(n, duration, weight)
             slow = duration >= self.slow_threshold
             if slow:
                 self.slow_calls += 1
@@ -548,15 +548,10 @@ class Machine:
                 self._after_record(now)
             elif isinstance(w, CountWindow):
                 if w.calls == w.size:
-                    if not self.sample_rng:
-                        self.sample_rng = _sampling.getrandbits(30)
-                    self.hot_end = _INF  # any end: a count window has no buckets
-                    self.fast = self._settle(n)
+                    # Any end: a count window has no buckets.
+                    self._let_in(self._settle(n), _INF)
             elif LOCK_FREE:
-                if not self.sample_rng:
-                    self.sample_rng = _sampling.getrandbits(30)
-                self.hot_end = w.newest_end
-                self.fast = FAST_TIME
+                self._let_in(FAST_TIME, w.newest_end)
         elif s is _HALF_OPEN:
             if now >= self.half_open_until:
                 self._catch_up(now)

@@ -89,8 +89,6 @@ class TimeWindow:
         "_width",
         "calls",
         "failures",
-        "newest",
-        "newest_end",
         "slow",
     )
 
@@ -102,12 +100,13 @@ class TimeWindow:
         self._failures: array[int] | None = None
         self._slow: array[int] | None = None
         self.calls = self.failures = self.slow = 0
-        # The newest bucket's index and end time: successes counted without
-        # the lock (``Machine.fast``, ``Machine.hot``) while ``now <
-        # newest_end`` are added there (count_newest); anything else goes
-        # through record().
-        self.newest = 0
-        self.newest_end = -math.inf
+
+    @property
+    def newest_end(self) -> float:
+        """When the newest bucket ends: successes counted without the lock
+        (``Machine.fast``, ``Machine.hot``) that end before it are added to
+        that bucket (count_newest); anything else goes through record()."""
+        return (self._epoch + 1) * self._width
 
     def _advance(self, now: float) -> int:
         """Expire buckets older than the window; return the index of `now`'s bucket."""
@@ -134,9 +133,7 @@ class TimeWindow:
             # the call in the newest bucket rather than corrupt the totals.
             return last % n
         self._epoch = epoch
-        self.newest = j = epoch % n
-        self.newest_end = (epoch + 1) * self._width
-        return j
+        return epoch % n
 
     def record(self, failure: bool, slow: bool, now: float) -> None:
         """Add one call to the bucket of ``now``."""
@@ -158,7 +155,7 @@ class TimeWindow:
     def count_newest(self, n: int) -> None:
         """Add ``n`` successes to the newest bucket (``Machine.fold``)."""
         assert self._calls is not None
-        self._calls[self.newest] += n
+        self._calls[self._epoch % self._n] += n
         self.calls += n
 
     def refresh(self, now: float) -> None:
@@ -168,7 +165,6 @@ class TimeWindow:
 
     def clear(self) -> None:
         """Forget every call."""
-        self.newest_end = -math.inf
         self._calls = self._failures = self._slow = None
         self._epoch = -1
         self.calls = self.failures = self.slow = 0
