@@ -9,7 +9,7 @@ put a ``FaultProxy`` in front.
     RESILIENCE_TEST_PG_DSN     default postgresql://postgres@127.0.0.1:5432/test
     RESILIENCE_TEST_REDIS_URL  default redis://127.0.0.1:6379/0
 
-Tests under ``tests/integration`` are marked ``integration`` by that
+Tests under ``tests/live`` are marked ``integration`` by that
 directory's own conftest.
 """
 

@@ -13,7 +13,7 @@ _HERE = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test under tests/integration as ``integration``."""
+    """Mark every test under tests/live as ``integration``."""
     # This hook sees the whole session's items, not only this directory's.
     for item in items:
         if item.path.is_relative_to(_HERE):

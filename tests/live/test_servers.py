@@ -164,5 +164,5 @@ def test_pg_host_port_points_at_the_server(pg_host_port: tuple[str, int]) -> Non
 
 
 def test_tests_here_are_marked_integration(request: pytest.FixtureRequest) -> None:
-    """The conftest marks every test in tests/integration as integration."""
+    """The conftest marks every test in tests/live as integration."""
     assert request.node.get_closest_marker("integration") is not None
