@@ -67,6 +67,7 @@ from resilience import (
     register_category,
 )
 from resilience._errors import fresh_copy  # one copy of the rule, shared with the core
+from resilience._redact import redact_url  # the one redaction rule, shared with the CLI and stores
 
 __all__ = (
     "PoolExhaustedError",
@@ -132,33 +133,9 @@ for _type, _category in _TYPE_CATEGORIES:
 
 # -- DSN redaction -------------------------------------------------------------
 
-_QUERY_SECRET = re.compile(r"(?i)((?:^|[?&;])(?:ssl)?password=)[^&;#]*")
-_KV_SECRET = re.compile(r"(?i)(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
-_MASK: Final = "***"
-
-
-def redact_dsn(dsn: str | None) -> str:
-    """``dsn`` with every password replaced by ``***``.
-
-    Handles URL DSNs (``postgresql://user:secret@host/db`` becomes
-    ``postgresql://user:***@host/db``; ``?password=`` and ``sslpassword=``
-    query parameters are masked too) and libpq ``key=value`` strings.
-    ``None`` gives ``""``.
-    """
-    if not dsn:
-        return ""
-    scheme, sep, rest = dsn.partition("://")
-    if not sep:
-        return _KV_SECRET.sub(rf"\g<1>{_MASK}", dsn)
-    # The authority ends at the first '?' (a password may hold '/' or '@').
-    head, qmark, query = rest.partition("?")
-    userinfo, at, hostpart = head.rpartition("@")
-    if at:
-        user, colon, _secret = userinfo.partition(":")
-        head = f"{user}:{_MASK}@{hostpart}" if colon else f"{user}@{hostpart}"
-    if qmark:
-        query = _QUERY_SECRET.sub(rf"\g<1>{_MASK}", query)
-    return f"{scheme}://{head}{qmark}{query}"
+redact_dsn = redact_url
+"""``dsn`` with every password replaced by ``***`` (the project's one
+redaction function, :func:`resilience._redact.redact_url`)."""
 
 
 _PORT_SUFFIX = re.compile(r":\d*$")
@@ -189,7 +166,7 @@ def _target(
             secret = bool(colon)
         hosts, _, db = hostpart.partition("/")
         if qmark:
-            query = "?" + _QUERY_SECRET.sub(rf"\g<1>{_MASK}", query)
+            query = "?" + query  # masked with the rest below
     if host is not None:
         hosts = str(host) if port is None else f"{host}:{port}"
     elif port is not None:
@@ -200,9 +177,9 @@ def _target(
         secret = True
     if database is not None:
         db = database
-    auth = f"{d_user}:{_MASK}@" if secret else (f"{d_user}@" if d_user else "")
+    auth = f"{d_user}:***@" if secret else (f"{d_user}@" if d_user else "")
     where = f"{hosts}/{db}" if db else hosts
-    display = f"{scheme}://{auth}{where}{query}"
+    display = redact_url(f"{scheme}://{auth}{where}{query}")
     return display, (f"{scheme}://{where}" if where else scheme)
 
 
