@@ -97,6 +97,16 @@ def _raise_floor() -> Case:
     return raise_floor
 
 
+def _raise_any() -> Case:
+    """What raising any exception from a coroutine costs: the yardstick of the
+    raising-rejection budget."""
+
+    async def raise_any(x: int) -> None:
+        raise ValueError(x)
+
+    return raise_any
+
+
 def build_cases() -> dict[str, tuple[Case, bool]]:
     """Ours first, then the peers that are installed."""
     reg = Registry()
@@ -143,6 +153,7 @@ def build_cases() -> dict[str, tuple[Case, bool]]:
         _raise_floor(),
         True,
     )
+    cases["floor: raise any exception (no breaker)"] = (_raise_any(), True)
     cases.update(peer_cases())
     return cases
 
@@ -294,6 +305,42 @@ def print_goal(over: dict[str, float]) -> None:
         )
 
 
+# Issue 11's budget: (case, yardstick, the most the ratio may be).
+BUDGET = (
+    ("@circuit (count window)", "hand-written async wrapper", 1.6),
+    ("@circuit (count window)", "best peer (closed)", 0.35),
+    (
+        "rejection when open (raises CircuitOpenError)",
+        "floor: raise any exception (no breaker)",
+        2.0,
+    ),
+    ("@circuit (time window + slow calls)", "hand-written async wrapper", 2.2),
+)
+
+
+def print_budget(over: dict[str, float], ns: dict[str, float]) -> None:
+    """Each budget line: the case's overhead over the yardstick's, as a ratio.
+
+    Overheads are over a bare ``await``, except the raise floor, which is a
+    whole call (a rejection and a raise are compared as whole calls)."""
+    peers = [v for k, v in over.items() if k.startswith("peer:") and k.endswith("(closed)")]
+    if peers:
+        over = {**over, "best peer (closed)": min(peers)}
+    print("\nBudget (issue 11): ratio to the yardstick, and the most it may be:")
+    for case, yardstick, limit in BUDGET:
+        if case not in over or yardstick not in over:
+            print(
+                f"  {case} / {yardstick}: not measured (install the peers: pip install -e .[bench])"
+            )
+            continue
+        if yardstick.startswith("floor:"):
+            ratio = ns[case] / ns[yardstick]
+        else:
+            ratio = over[case] / over[yardstick]
+        verdict = "ok" if ratio <= limit else "OVER"
+        print(f"  {case:<46} / {yardstick:<40} {ratio:5.2f} <= {limit:4.2f} {verdict}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=50_000)
@@ -309,6 +356,7 @@ def main() -> None:
         print(f"{name:<66} {ns:9.0f} {ns - base:+9.0f}")
     over = {name: ns - base for name, ns in rows}
     print_goal(over)
+    print_budget(over, dict(rows))
     print()
     print(f"{'memory':<52} {'bytes':>9}")
     print("-" * 72)

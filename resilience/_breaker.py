@@ -14,18 +14,20 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import random
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
-from ._categories import ErrorCategory, Outcome, judge_for
-from ._clock import SYSTEM_CLOCK, Clock
-from ._config import CircuitConfig, CircuitState, make_config
-from ._decorators._common import is_async_callable
+from ._categories import judge_for
+from ._clock import SYSTEM_CLOCK, Clock, check_clock
+from ._config import CircuitConfig, make_config
 from ._errors import CircuitOpenError
+from ._guard import GUARD_FILE, guard, guard_frame_breaker, is_async_callable
 from ._machine import LOCK_FREE, Machine, Transition
+from ._states import CircuitState, ErrorCategory, Outcome
 
 if TYPE_CHECKING:
     from ._store import StateStore
@@ -54,8 +56,37 @@ _SUCCESS: Final = Outcome.SUCCESS
 _global_observers: list[Callable[[CircuitBreaker, Transition], None]] = []
 
 
+# What a context holds for each call this breaker admitted in it: the
+# admission (generation, start) of a ``with breaker:`` block, or a marker.
+_Admitted = tuple[int, float]
+_ADMITTED: _Admitted = (-1, 0.0)  # a call of a generic driver
+_PASSED: _Admitted = (-2, 0.0)  # a nested ``with`` block, passed straight through
+
+
+def _guard_above(frame: Any, breaker: CircuitBreaker) -> bool:
+    """Whether one of the few frames from ``frame`` up runs a generated guard
+    of ``breaker`` (kept cheap: it runs on the hot path's latency samples)."""
+    depth = 12
+    while frame is not None and depth:
+        if frame.f_code.co_filename == GUARD_FILE and guard_frame_breaker(frame) is breaker:
+            return True
+        frame = frame.f_back
+        depth -= 1
+    return False
+
+
 def _since(start: float | None, now: float) -> float | None:
     return None if start is None else now - start
+
+
+def _fn_name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _discard(awaitable: Any) -> None:
+    """Close a coroutine that will never be awaited (no "never awaited" warning)."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
 
 
 def add_global_observer(fn: Callable[[CircuitBreaker, Transition], None]) -> Callable[[], None]:
@@ -94,7 +125,8 @@ class CircuitBreaker:
         "_classifier",
         "_clock",
         "_config",
-        "_guard",
+        "_delivering",
+        "_inside",
         "_judge",
         "_listeners",
         "_lock",
@@ -102,6 +134,7 @@ class CircuitBreaker:
         "_name",
         "_no_loop_warned",
         "_now",
+        "_outbox",
         "_store",
         "_tasks",
     )
@@ -114,58 +147,63 @@ class CircuitBreaker:
         clock: Clock | None = None,
         classifier: Callable[[BaseException], ErrorCategory] | None = None,
         store: StateStore | None = None,
+        rng: random.Random | None = None,
         **config_fields: Any,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
         if clock is None:
             clock = SYSTEM_CLOCK
-        elif not (
-            callable(getattr(clock, "monotonic", None)) and callable(getattr(clock, "time", None))
-        ):
-            raise TypeError(f"clock must have monotonic() and time() methods, got {clock!r}")
+        else:
+            check_clock(clock)
         if classifier is not None and not callable(classifier):
             raise TypeError(f"classifier must be callable, got {classifier!r}")
+        if rng is not None and not callable(getattr(rng, "random", None)):
+            raise TypeError(f"rng must be a random.Random, got {rng!r}")
         self._name = name
         self._config = make_config(config, config_fields)
         self._clock = clock
         self._now = clock.monotonic
         self._classifier = classifier
         self._judge = judge_for(self._config, classifier)
-        self._m = Machine(self._config)
+        self._m = Machine(self._config, rng)
         self._lock = threading.Lock()
         self._listeners: tuple[tuple[Listener, bool], ...] = ()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._guard: contextvars.ContextVar[tuple[tuple[int, float], ...]] | None = None
+        # The calls this breaker has admitted in the current task or thread
+        # (see _inside_var); created on first use.
+        self._inside: contextvars.ContextVar[tuple[_Admitted, ...]] | None = None
+        # Transitions committed but not yet delivered, in commit order, and
+        # the lock of whoever is delivering them (see _deliver).
+        self._outbox: list[Transition] | None = None
+        self._delivering: threading.RLock | None = None
         self._no_loop_warned = False
         self._store = store
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._name!r} {self._m.state.value}>"
 
-    # -- the hot path ------------------------------------------------------
+    # -- admission and results ----------------------------------------------
+    #
+    # The generated guards (resilience._guard) do the lock-free part of the
+    # hot path themselves and call the methods below for everything else.
+    # Everything commits to the machine under the lock; the transitions it
+    # queued are delivered after the lock is released (_deliver).
 
     def _admit_slow(self) -> int:
-        lock = self._lock
-        lock.acquire()
-        try:
+        """Admit a call under the lock, or raise :class:`CircuitOpenError`."""
+        with self._lock:
             m = self._m
-            now = self._now()
-            gen = m.admit(now)
-            pending = m.pending
-            if pending:
-                m.pending = None
+            gen = m.admit(self._now())
+            pending = self._take_pending(m)
             if gen < 0:
                 state, retry_after = m.state, m.rejected_retry_after
-        finally:
-            lock.release()
         if pending:
-            self._deliver(pending)
+            self._deliver()
         if gen < 0:
             # Built in the raise statement, never held in a local: a local
             # would tie the error to this frame through its traceback, a
-            # cycle only the garbage collector frees (it doubled the cost of
-            # a rejection).
+            # cycle only the garbage collector frees.
             raise CircuitOpenError(self._name, state, retry_after, m.last_failure_category)
         return gen
 
@@ -176,119 +214,164 @@ class CircuitBreaker:
             return gen
         return self._admit_slow()
 
-    def _settle_success(self, gen: int, start: float) -> None:
-        end = self._now()
-        self._finish(gen, end, end - start, 1)
-
-    # ``start`` is None for a call that was not timed (see ``_hotpath``).
+    def _finish(self, gen: int, end: float | None, duration: float | None, sampled: bool) -> None:
+        """Record a success under the lock (``end`` None: read the clock)."""
+        with self._lock:
+            m = self._m
+            m.on_success(gen, self._now() if end is None else end, duration, sampled)
+            pending = self._take_pending(m)
+        if pending:
+            self._deliver()
 
     def _settle_error(self, gen: int, start: float | None, exc: BaseException) -> None:
+        """Record a call admitted under ``gen`` that raised ``exc``, as its
+        outcome says (``start`` None: the call was not timed)."""
         outcome, category = self._judge.judge_and_mark(exc)
         if outcome is _FAILURE or outcome is _TRIP:
-            self._settle_failure(gen, start, category or ErrorCategory.UNKNOWN_ERROR, outcome)
+            trip = outcome is _TRIP
+            cat = category or ErrorCategory.UNKNOWN_ERROR
+            self._commit(lambda m, now: m.on_failure(gen, now, _since(start, now), cat, trip))
         elif outcome is _SUCCESS:
             self._commit(lambda m, now: m.on_success(gen, now, _since(start, now)))
         else:
-            self._settle_ignored(gen, start)
+            self._commit(lambda m, now: m.on_ignored(gen, now, _since(start, now)))
 
-    def _settle_failure(
-        self,
-        gen: int,
-        start: float | None,
-        category: ErrorCategory,
-        outcome: Outcome = _FAILURE,
-    ) -> None:
-        trip = outcome is _TRIP
-        self._commit(lambda m, now: m.on_failure(gen, now, _since(start, now), category, trip))
-
-    def _settle_ignored(self, gen: int, start: float | None) -> None:
-        self._commit(lambda m, now: m.on_ignored(gen, now, _since(start, now)))
-
-    def _settle_current(self, gen: int, start: float | None) -> None:
-        """:meth:`_settle_error` for the exception being handled (the
-        generated guards catch it without naming it)."""
+    def _fast_error(self, gen: int, start: float | None) -> None:
+        """:meth:`_settle_error` for the exception a generated guard is
+        handling, unless its call is nested in another call of this breaker
+        (that call records the outcome)."""
         exc = sys.exc_info()[1]
         assert exc is not None
-        self._settle_error(gen, start, exc)
+        if not self._nested_in_guard(sys._getframe(2)):
+            self._settle_error(gen, start, exc)
 
-    def _finish(self, gen: int, end: float | None, duration: float | None, weight: int) -> None:
-        """Record a success under the lock (``end`` None: read the clock)."""
-        lock = self._lock
-        lock.acquire()
-        try:
-            m = self._m
-            m.on_success(gen, self._now() if end is None else end, duration, weight)
-            pending = m.pending
-            if pending:
-                m.pending = None
-        finally:
-            lock.release()
-        if pending:
-            self._deliver(pending)
+    def _nested_in_guard(self, frame: Any, depth: int = 1 << 30) -> bool:
+        """Whether ``frame`` runs inside a call admitted by this breaker: one
+        admitted under the lock (marked in this context), or a generated
+        guard of this breaker up to ``depth`` frames up the stack (admitted
+        without the lock, and so unmarked). Seeing one closes the lock-free
+        lane for good (``Machine.note_nested``)."""
+        var = self._inside
+        nested = var is not None and bool(var.get(()))
+        while not nested and frame is not None and depth > 0:
+            nested = guard_frame_breaker(frame) is self
+            frame = frame.f_back
+            depth -= 1
+        if nested and not self._m.nested:
+            with self._lock:
+                self._m.note_nested()
+        return nested
 
-    # Everything but the hot path commits to the machine through these two:
-    # the lock is held only while the machine decides, and the transitions it
-    # queued are delivered after the lock is released.
+    def _note_nested(self) -> None:
+        if not self._m.nested:
+            with self._lock:
+                self._m.note_nested()
 
-    def _control(self, action: Callable[[Machine, float], T]) -> tuple[T, list[Transition]]:
-        """Run ``action(machine, now)`` under the lock; return its result and
-        the transitions it queued, not yet delivered."""
+    # The latency samples of the lock-free lane (one call in each run of 32
+    # at most) also look a few frames up for a guard of this breaker, so a
+    # nested call that only ever succeeds is found within a few runs.
+
+    def _sample_admission(self, k: int) -> None:
+        self._m.next_sample_admission(k)
+        if _guard_above(sys._getframe(2), self):
+            self._note_nested()
+
+    def _lockfree_sample(self, gen: int, n: int, duration: float, untimed: bool) -> None:
+        self._m.lockfree_sample(gen, n, duration, untimed)
+        if not untimed and _guard_above(sys._getframe(2), self):
+            self._note_nested()
+
+    # Everything but the hot path commits to the machine through these two.
+
+    def _control(self, action: Callable[[Machine, float], T]) -> T:
+        """Run ``action(machine, now)`` under the lock; queue the transitions
+        it made for delivery (not yet delivered)."""
         with self._lock:
             m = self._m
             result = action(m, self._now())
-            pending = m.pending
-            m.pending = None
-        return result, pending or []
+            self._take_pending(m)
+        return result
 
     def _commit(self, action: Callable[[Machine, float], T]) -> T:
         """:meth:`_control`, then deliver the transitions; return the result."""
-        result, pending = self._control(action)
-        if pending:
-            self._deliver(pending)
+        result = self._control(action)
+        if self._outbox:
+            self._deliver()
         return result
 
-    # The two drivers below (``call``, ``call_sync`` and wrapt-wrapped
-    # callables) take the same steps, one awaiting and one not (tenacity's
-    # shape). Admission while CLOSED reads the generation and the state
-    # without the lock; a success in a settled count window is counted without
-    # it, any other result takes it once (``_finish``).
+    def _inside_var(self) -> contextvars.ContextVar[tuple[_Admitted, ...]]:
+        var = self._inside
+        if var is None:
+            var = self._inside = contextvars.ContextVar(f"resilience-inside-{self._name}")
+        return var
+
+    # The generic drivers: ``call``, ``call_sync``, the wrapt-wrapped
+    # callables, and every call a generated guard cannot settle without the
+    # lock. One awaits and one does not (tenacity's shape). Each marks its
+    # call in the context, so a call nested in it passes straight through.
 
     async def _call_async(
         self, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> R:
-        m = self._m
-        gen = m.gen
-        if m.state is not _CLOSED:
-            gen = self._admit_slow()
+        # Made before admission (a coroutine runs nothing until awaited), so
+        # that a function that returns no awaitable is refused before it counts.
+        awaitable = fn(*args, **kwargs)
+        if not inspect.isawaitable(awaitable):
+            raise TypeError(
+                f"circuit {self._name!r}: {_fn_name(fn)} returned {type(awaitable).__name__}, "
+                "not an awaitable: use call_sync() or a sync guard for sync functions"
+            )
+        var = self._inside_var()
+        if var.get(()):
+            self._note_nested()
+            return await awaitable  # nested: not admitted again, not counted again
+        try:
+            gen = self._admit()
+        except BaseException:
+            _discard(awaitable)
+            raise
         now = self._now
         start = now()
+        token = var.set((_ADMITTED,))
         try:
-            result = await fn(*args, **kwargs)
+            result = await awaitable
         except BaseException as exc:
+            var.reset(token)
             self._settle_error(gen, start, exc)
             raise
+        var.reset(token)
         end = now()
-        d = end - start
-        if not m.settled_success(gen, d):
-            self._finish(gen, end, d, 1)
+        self._finish(gen, end, end - start, False)
         return result
 
     def _call_sync(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
-        m = self._m
-        gen = m.gen
-        if m.state is not _CLOSED:
-            gen = self._admit_slow()
+        var = self._inside_var()
+        if var.get(()):
+            self._note_nested()
+            return fn(*args, **kwargs)  # nested: not admitted again, not counted again
+        gen = self._admit()
         now = self._now
         start = now()
+        token = var.set((_ADMITTED,))
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
+            var.reset(token)
             self._settle_error(gen, start, exc)
             raise
+        var.reset(token)
+        if inspect.isawaitable(result):
+            # A sync guard around something that returns an awaitable (a
+            # lambda, a naive wrapper): its work has not even started, and
+            # its failures would never be counted. Loud, and nothing recorded.
+            self._commit(lambda m, now: m.release(gen, now))
+            _discard(result)
+            raise TypeError(
+                f"circuit {self._name!r}: {_fn_name(fn)} returned an awaitable from a sync "
+                "guard: await breaker.call(...) or decorate an async def"
+            )
         end = now()
-        d = end - start
-        if not m.settled_success(gen, d):
-            self._finish(gen, end, d, 1)
+        self._finish(gen, end, end - start, False)
         return result
 
     # -- ways to guard code ------------------------------------------------
@@ -299,26 +382,41 @@ class CircuitBreaker:
         """Await ``fn(*args, **kwargs)`` through the breaker.
 
         Raises:
-            CircuitOpenError: the breaker rejected the call; ``fn`` was not called.
+            CircuitOpenError: the breaker rejected the call; ``fn``'s
+                coroutine was closed without running.
+            TypeError: ``fn`` returned no awaitable (a sync function); nothing
+                was admitted or recorded.
         """
         return self._call_async(fn, args, kwargs)
 
     def call_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Call the sync ``fn(*args, **kwargs)`` through the breaker (thread-safe)."""
+        """Call the sync ``fn(*args, **kwargs)`` through the breaker (thread-safe).
+
+        Raises:
+            CircuitOpenError: the breaker rejected the call; ``fn`` was not called.
+            TypeError: ``fn`` is async, or returned an awaitable; nothing was recorded.
+        """
+        if is_async_callable(fn):
+            raise TypeError(
+                f"circuit {self._name!r}: call_sync() of the async function {_fn_name(fn)}: "
+                "use await breaker.call(...)"
+            )
         return self._call_sync(fn, args, kwargs)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a sync or async function or method with this breaker."""
-        from ._decorators._circuit import guard
-
-        return guard(fn, self)
+        return guard(fn, self)  # type: ignore[no-any-return]
 
     def acquire(self) -> Permit:
         """Admit a call or raise: a :class:`Permit` to settle exactly once.
+        Inside a call this breaker admitted (same task or thread), the permit
+        passes through: settling it records nothing.
 
         Raises:
             CircuitOpenError: the breaker rejected the call (a fresh error).
         """
+        if self._inside is not None and self._inside.get(()):
+            return Permit(self, -1, 0.0)
         gen = self._admit()
         return Permit(self, gen, self._now())
 
@@ -340,18 +438,18 @@ class CircuitBreaker:
         """Admit a call without raising: a :class:`Permit`, or ``None`` if rejected.
 
         The caller must settle the permit (``success()``, ``failure(exc)`` or
-        ``ignore()``) exactly once, in a ``finally`` block if it can be cancelled.
+        ``ignore()``) exactly once, in a ``finally`` block if it can be
+        cancelled. Inside a call this breaker admitted (same task or thread),
+        the permit passes through: settling it records nothing.
         """
         m = self._m
         gen = m.gen
         s = m.state
+        if self._inside is not None and self._inside.get(()):
+            return Permit(self, -1, 0.0)
         if s is not _CLOSED:
-            # Lock-free rejections, as in resilience._hotpath.
-            if s is _OPEN and LOCK_FREE:
-                if self._now() < m.open_until and gen == m.gen:
-                    m.rejected_calls += 1
-                    return None
-            elif s is _FORCED_OPEN and LOCK_FREE:
+            # Lock-free rejection, as in resilience._guard.
+            if s is _OPEN and LOCK_FREE and self._now() < m.open_until and gen == m.gen:
                 m.rejected_calls += 1
                 return None
             gen = self._commit(lambda m, now: m.admit(now))
@@ -359,16 +457,16 @@ class CircuitBreaker:
                 return None
         return Permit(self, gen, self._now())
 
-    def _guard_var(self) -> contextvars.ContextVar[tuple[tuple[int, float], ...]]:
-        var = self._guard
-        if var is None:
-            var = self._guard = contextvars.ContextVar(f"resilience-guard-{self._name}")
-        return var
-
     def __enter__(self) -> CircuitBreaker:
-        gen = self._admit()
-        var = self._guard_var()
-        var.set((*var.get(()), (gen, self._now())))
+        var = self._inside_var()
+        stack = var.get(())
+        if stack:
+            self._note_nested()
+            entry: _Admitted = _PASSED  # nested: passes straight through
+        else:
+            gen = self._admit()
+            entry = (gen, self._now())
+        var.set((*stack, entry))
         return self
 
     def __exit__(
@@ -377,14 +475,18 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        var = self._guard_var()
+        var = self._inside_var()
         stack = var.get(())
         if not stack:
             raise RuntimeError(f"circuit {self._name!r}: __exit__ without a matching __enter__")
-        gen, start = stack[-1]
+        entry = stack[-1]
         var.set(stack[:-1])
+        if entry is _PASSED:
+            return
+        gen, start = entry
         if exc is None:
-            self._settle_success(gen, start)
+            end = self._now()
+            self._finish(gen, end, end - start, False)
         else:
             self._settle_error(gen, start, exc)
 
@@ -432,8 +534,8 @@ class CircuitBreaker:
     async def transition_to(self, state: CircuitState | str, reason: str = "manual") -> None:
         """Move to ``state`` by hand; awaits async listeners before returning."""
         target = CircuitState(state)
-        _, pending = self._control(lambda m, now: m.transition_to(target, reason, now))
-        for awaitable in self._deliver(pending, collect=True):
+        self._control(lambda m, now: m.transition_to(target, reason, now))
+        for awaitable in self._deliver(collect=True):
             try:
                 await awaitable
             except Exception:
@@ -497,36 +599,74 @@ class CircuitBreaker:
 
         return unsubscribe
 
-    def _deliver(self, transitions: list[Transition], *, collect: bool = False) -> list[Any]:
+    def _take_pending(self, m: Machine) -> bool:
+        """Move the transitions the machine queued to the outbox, in commit
+        order (under the lock); whether there were any."""
+        pending = m.pending
+        if not pending:
+            return False
+        m.pending = None
+        if self._outbox is None:
+            self._outbox = []
+            self._delivering = threading.RLock()
+        self._outbox.extend(pending)
+        return True
+
+    def _deliver(self, *, collect: bool = False) -> list[Any]:
+        """Deliver the outbox to the store, observers and listeners, in commit
+        order, never under the breaker's lock.
+
+        One thread delivers at a time: one that finds another delivering
+        leaves its transitions to it (they are behind those it is delivering),
+        so listeners see transitions in the order they were committed, even
+        when they do I/O. ``collect``: wait for the deliverer, and return the
+        async listeners' awaitables instead of scheduling them.
+        """
         collected: list[Any] = []
-        store = self._store
-        for t in transitions:
-            if store is not None:
-                try:
-                    store.publish(self, t)
-                except Exception:
-                    logger.exception("circuit %r: publishing a transition failed", self._name)
-            for observer in tuple(_global_observers):
-                try:
-                    observer(self, t)
-                except Exception:
-                    logger.exception("circuit %r: an observer failed", self._name)
-            for fn, is_async in self._listeners:
-                if is_async and not collect and not self._loop_available():
-                    continue
-                try:
-                    result = fn(t.old, t.new, t.reason)
-                except Exception:
-                    logger.exception("circuit %r: a listener failed", self._name)
-                    continue
-                if inspect.isawaitable(result):
-                    if collect:
-                        collected.append(result)
-                    elif self._loop_available():
-                        self._spawn(result)
-                    elif inspect.iscoroutine(result):
-                        result.close()
+        outbox, delivering = self._outbox, self._delivering
+        if outbox is None or delivering is None:
+            return collected
+        while outbox:
+            if not delivering.acquire(blocking=collect):
+                return collected  # the thread delivering now will deliver these
+            try:
+                while True:
+                    with self._lock:
+                        if not outbox:
+                            break
+                        t = outbox.pop(0)
+                    self._deliver_one(t, collect, collected)
+            finally:
+                delivering.release()
         return collected
+
+    def _deliver_one(self, t: Transition, collect: bool, collected: list[Any]) -> None:
+        store = self._store
+        if store is not None:
+            try:
+                store.publish(self, t)
+            except Exception:
+                logger.exception("circuit %r: publishing a transition failed", self._name)
+        for observer in tuple(_global_observers):
+            try:
+                observer(self, t)
+            except Exception:
+                logger.exception("circuit %r: an observer failed", self._name)
+        for fn, is_async in self._listeners:
+            if is_async and not collect and not self._loop_available():
+                continue
+            try:
+                result = fn(t.old, t.new, t.reason)
+            except Exception:
+                logger.exception("circuit %r: a listener failed", self._name)
+                continue
+            if inspect.isawaitable(result):
+                if collect:
+                    collected.append(result)
+                elif self._loop_available():
+                    self._spawn(result)
+                else:
+                    _discard(result)
 
     def _loop_available(self) -> bool:
         try:
@@ -594,8 +734,8 @@ class CircuitBreaker:
         with self._lock:
             m = self._m
             m.fold()
-            timed = m.timed_calls
-            p99 = m.latency_quantile(0.99)
+            mean = m.latency.mean
+            p99 = m.latency.quantile(0.99)
             return {
                 "open_count": m.open_count,
                 "total_calls": m.total_calls,
@@ -607,7 +747,7 @@ class CircuitBreaker:
                 "failures_by_category": m.failures_by_category_dict(),
                 "state": m.state.value,
                 "state_changes": m.state_changes,
-                "avg_latency_ms": (m.avg_latency_sum / timed * 1000.0) if timed else 0.0,
+                "avg_latency_ms": mean * 1000.0 if mean is not None else 0.0,
                 "p99_latency_ms": p99 * 1000.0 if p99 is not None else 0.0,
             }
 
@@ -660,20 +800,27 @@ class Permit:
     def success(self) -> None:
         """The call succeeded."""
         self._settle()
-        self._breaker._settle_success(self._gen, self._start)
+        if self._gen >= 0:
+            end = self._breaker._now()
+            self._breaker._finish(self._gen, end, end - self._start, False)
 
     def failure(self, exc: BaseException | None = None) -> None:
         """The call failed with ``exc``, judged as if the call had raised it
         (so an ignored category is not counted); without ``exc``, a plain
         UNKNOWN_ERROR failure."""
         self._settle()
-        b = self._breaker
-        if exc is None:
-            b._settle_failure(self._gen, self._start, ErrorCategory.UNKNOWN_ERROR)
+        gen, start, b = self._gen, self._start, self._breaker
+        if gen < 0:
+            return
+        if exc is not None:
+            b._settle_error(gen, start, exc)
         else:
-            b._settle_error(self._gen, self._start, exc)
+            unknown = ErrorCategory.UNKNOWN_ERROR
+            b._commit(lambda m, now: m.on_failure(gen, now, _since(start, now), unknown))
 
     def ignore(self) -> None:
         """The call's outcome says nothing about the dependency."""
         self._settle()
-        self._breaker._settle_ignored(self._gen, self._start)
+        if self._gen >= 0:
+            gen, start = self._gen, self._start
+            self._breaker._commit(lambda m, now: m.on_ignored(gen, now, _since(start, now)))

@@ -17,13 +17,14 @@ The outcome of an error (what a breaker records) is decided in this order:
 
 from __future__ import annotations
 
-import enum
 import importlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Final
+
+from ._states import ErrorCategory, Outcome
 
 __all__ = (
     "DEFAULT_POLICY",
@@ -38,33 +39,6 @@ __all__ = (
 )
 
 logger = logging.getLogger("resilience")
-
-
-class ErrorCategory(enum.StrEnum):
-    """What kind of failure an error is; the value is the name."""
-
-    CONNECTION_ERROR = "CONNECTION_ERROR"
-    TIMEOUT_ERROR = "TIMEOUT_ERROR"
-    RESOURCE_ERROR = "RESOURCE_ERROR"
-    AUTHENTICATION_ERROR = "AUTHENTICATION_ERROR"
-    DATABASE_ERROR = "DATABASE_ERROR"
-    QUERY_ERROR = "QUERY_ERROR"
-    UNKNOWN_ERROR = "UNKNOWN_ERROR"
-
-
-class Outcome(enum.StrEnum):
-    """What a breaker records for a call.
-
-    - ``FAILURE``: counts against the dependency.
-    - ``IGNORED``: not counted at all (the probe permit is returned).
-    - ``SUCCESS``: counts as a success (the dependency answered).
-    - ``TRIP``: opens the circuit at once.
-    """
-
-    FAILURE = "failure"
-    IGNORED = "ignored"
-    SUCCESS = "success"
-    TRIP = "trip"
 
 
 DEFAULT_POLICY: Final[Mapping[ErrorCategory, Outcome]] = MappingProxyType(

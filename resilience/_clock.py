@@ -39,3 +39,9 @@ class SystemClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+def check_clock(clock: object) -> None:
+    """Raise ``TypeError`` unless ``clock`` has ``monotonic()`` and ``time()``."""
+    if not (callable(getattr(clock, "monotonic", None)) and callable(getattr(clock, "time", None))):
+        raise TypeError(f"clock must have monotonic() and time() methods, got {clock!r}")

@@ -7,36 +7,16 @@ Settings are validated once, at construction: a bad value raises
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from ._categories import DEFAULT_POLICY, ErrorCategory, Outcome
+from ._categories import DEFAULT_POLICY
+from ._states import CircuitState, ErrorCategory, Outcome
 
 __all__ = ("CircuitConfig", "CircuitState")
-
-
-class CircuitState(enum.StrEnum):
-    """A breaker's state; ``.value`` (and ``str()``) is the lower-case name.
-
-    CLOSED, OPEN and HALF_OPEN are the automatic states. The other three are
-    sticky: the breaker only leaves them when told to (``reset()`` or
-    ``transition_to``).
-
-    - ``FORCED_OPEN`` rejects every call (``retry_after`` is ``None``).
-    - ``DISABLED`` admits every call and records nothing in the window.
-    - ``METRICS_ONLY`` admits every call, records and reports, never trips:
-      a shadow mode for rolling a breaker out.
-    """
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-    FORCED_OPEN = "forced_open"
-    DISABLED = "disabled"
-    METRICS_ONLY = "metrics_only"
 
 
 def _exception_types(field: str, value: Any) -> tuple[type[BaseException], ...]:
@@ -51,15 +31,26 @@ def _exception_types(field: str, value: Any) -> tuple[type[BaseException], ...]:
     return types
 
 
-def _check_int(field: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+MAX_WINDOW_SIZE = 1_000_000
+"""The largest count window: one byte per call, so at most about 1 MB."""
+
+
+def _check_int(field: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    # Any integral number (numpy's included), never a bool.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{field} must be an integer >= {minimum}, got {value!r}")
+    number = int(value)
+    if number < minimum:
+        raise ValueError(f"{field} must be an integer >= {minimum}, got {value!r}")
+    if maximum is not None and number > maximum:
+        raise ValueError(f"{field} must be an integer <= {maximum:,}, got {value!r}")
+    return number
 
 
 def _check_number(field: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
         raise ValueError(f"{field} must be a number, got {value!r}")
-    return float(value)
+    return float(value) + 0.0  # -0.0 becomes 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,11 +66,11 @@ class CircuitConfig:
             ``slow_call_rate`` are evaluated (it gates only those two rules).
             Integer >= 1, capped to ``window_size`` with the count window.
             Default 10.
-        window_size: the count window: the last N recorded calls. Integer >= 1.
-            Default 100.
+        window_size: the count window: the last N recorded calls. Integer in
+            [1, 1,000,000] (one byte per call). Default 100.
         window_duration: seconds, > 0. When set, a time window of buckets
             replaces the count window. Default ``None``.
-        slow_call_duration: seconds, > 0. A call at least this slow is slow,
+        slow_call_duration: seconds, > 0. A call slower than this is slow,
             whether it succeeds or fails. ``None`` (default) turns slow calls off.
         slow_call_rate: slow-call ratio over the window that opens the circuit,
             in (0, 1]. Default 1.0.
@@ -100,7 +91,8 @@ class CircuitConfig:
         ignore: exception types never counted (neither failure nor success).
         record: exception types counted as failures, after ``ignore`` and the
             category policy; any other exception counts as a success (the
-            dependency answered). Default ``(Exception,)``.
+            dependency answered). Default ``(Exception,)``; empty is a
+            ``ValueError`` (it would never trip).
         category_policy: ``{ErrorCategory: Outcome}``; a partial mapping is
             merged over the defaults. A category you set applies to every error
             of that category (the default policy alone ignores serialization
@@ -129,10 +121,15 @@ class CircuitConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        for name in ("failure_threshold", "success_threshold", "minimum_calls", "window_size"):
-            _check_int(name, getattr(self, name))
+        for name in ("failure_threshold", "success_threshold", "minimum_calls"):
+            set_(self, name, _check_int(name, getattr(self, name)))
+        set_(self, "window_size", _check_int("window_size", self.window_size, 1, MAX_WINDOW_SIZE))
         if self.half_open_max_calls is not None:
-            _check_int("half_open_max_calls", self.half_open_max_calls)
+            set_(
+                self,
+                "half_open_max_calls",
+                _check_int("half_open_max_calls", self.half_open_max_calls),
+            )
         for name in ("error_rate", "slow_call_rate"):
             value = getattr(self, name)
             if value is None and name == "error_rate":
@@ -170,6 +167,11 @@ class CircuitConfig:
         set_(self, "jitter", jitter)
         set_(self, "ignore", _exception_types("ignore", self.ignore))
         set_(self, "record", _exception_types("record", self.record))
+        if not self.record:
+            raise ValueError(
+                "record=() counts no exception as a failure, so the circuit could never "
+                "trip: leave record at its default, or name the exception types to count"
+            )
         policy = self.category_policy
         if not isinstance(policy, Mapping):
             raise ValueError(f"category_policy must be a mapping, got {policy!r}")

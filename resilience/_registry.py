@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._breaker import CircuitBreaker
 from ._categories import ErrorCategory
-from ._clock import Clock
+from ._clock import Clock, check_clock
 from ._config import CircuitConfig, make_config
 from ._store import StateStore
 
@@ -27,8 +28,17 @@ class Registry:
     isolation (tests, or one per tenant).
     """
 
-    def __init__(self, *, clock: Clock | None = None, store: StateStore | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        store: StateStore | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if clock is not None:
+            check_clock(clock)
         self._clock = clock
+        self._rng = rng
         self._store = store
         self._lock = threading.Lock()
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -53,6 +63,12 @@ class Registry:
                 :meth:`reconfigure` to change them).
             TypeError: an unknown setting.
         """
+        for wrong in ("clock", "store", "rng"):
+            if wrong in fields:
+                raise TypeError(
+                    f"get_or_create({name!r}): {wrong}= is the registry's, not a breaker "
+                    f"setting: use Registry({wrong}=...) for breakers that need their own"
+                )
         with self._lock:
             existing = self._breakers.get(name)
             if existing is None:
@@ -62,6 +78,7 @@ class Registry:
                     clock=self._clock,
                     classifier=classifier,
                     store=self._store,
+                    rng=self._rng,
                     **fields,
                 )
                 self._breakers[name] = breaker

@@ -2,60 +2,21 @@
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-import wrapt
-
-from .._breaker import CircuitBreaker
 from .._categories import ErrorCategory
 from .._config import CircuitConfig
-from .._hotpath import compile_guard
-from ._common import is_async_callable, qualified_name, reject_generators
+from .._guard import guard
+from ._common import qualified_name
 
 if TYPE_CHECKING:
     from .._registry import Registry
 
-__all__ = ("circuit", "guard")
+__all__ = ("circuit", "guard")  # guard lives in resilience._guard
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class _Guard(wrapt.FunctionWrapper):  # type: ignore[type-arg]
-    """A guarded callable; ``.breaker`` is its circuit breaker."""
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        """The circuit breaker guarding this function."""
-        return self._self_breaker  # type: ignore[no-any-return]
-
-
-def guard(fn: Callable[P, R], breaker: CircuitBreaker) -> Callable[P, R]:
-    """Wrap ``fn`` (sync or async function, method, classmethod, staticmethod)
-    so every call goes through ``breaker``.
-
-    A plain function (a method defined with ``def`` included) gets a function
-    generated for it, with its own parameters (``resilience._hotpath``): the
-    fast path, and it binds as a method like any function. Other callables
-    (classmethods, staticmethods, callable objects, partials) get a wrapt
-    ``FunctionWrapper``.
-    """
-    if not callable(fn) and not isinstance(fn, classmethod | staticmethod):  # type: ignore[unreachable]
-        raise TypeError(f"@circuit needs a callable, got {fn!r}")
-    reject_generators(fn, "circuit")
-    is_async = is_async_callable(fn)
-    if type(fn) is types.FunctionType:
-        return compile_guard(breaker, fn, is_async)  # type: ignore[no-any-return]
-    run = breaker._call_async if is_async else breaker._call_sync
-
-    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return run(wrapped, args, kwargs)
-
-    wrapped: Any = _Guard(fn, wrapper)
-    wrapped._self_breaker = breaker
-    return wrapped  # type: ignore[no-any-return]
 
 
 @overload

@@ -9,6 +9,7 @@ from typing import Any
 
 from .._categories import Outcome, outcome_of
 from .._errors import BulkheadFullError, ChainExhaustedError, CircuitOpenError
+from .._guard import is_async_callable, unwrap_descriptor  # the core decides; re-exported
 
 __all__ = (
     "Trigger",
@@ -21,22 +22,6 @@ __all__ = (
     "reject_generators",
     "unwrap_descriptor",
 )
-
-
-def unwrap_descriptor(fn: Any) -> Any:
-    """The function inside a ``classmethod``/``staticmethod``, else ``fn``."""
-    if isinstance(fn, classmethod | staticmethod):
-        return fn.__func__
-    return fn
-
-
-def is_async_callable(fn: Any) -> bool:
-    """Whether calling ``fn`` returns a coroutine (decided once, at decoration)."""
-    target = unwrap_descriptor(fn)
-    if inspect.iscoroutinefunction(target):
-        return True
-    call = getattr(type(target), "__call__", None)  # noqa: B004
-    return not inspect.isfunction(target) and inspect.iscoroutinefunction(call)
 
 
 def reject_generators(fn: Any, decorator: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import threading
 import tracemalloc
 
@@ -181,16 +182,19 @@ async def _async_fine() -> int:
     return 1
 
 
-async def test_idle_outage_with_half_open_timeout_catches_up_in_bounded_work() -> None:
-    """A long idle period alternating OPEN and timed-out HALF_OPEN is folded, not replayed."""
+async def test_an_idle_half_open_waits_for_its_first_caller() -> None:
+    """Idle with half_open_timeout set: no phantom OPEN/HALF_OPEN cycles, no open_count growth."""
     clock = FakeClock()
     b = CircuitBreaker("idle", clock=clock, failure_threshold=1, recovery_timeout=1,
                        half_open_timeout=1)  # fmt: skip
     await fail(b)
-    clock.advance(10_000_000)  # about 5 million cycles
-    state = b.state
-    assert state in (CircuitState.OPEN, CircuitState.HALF_OPEN)
-    assert b.metrics()["open_count"] > 4_000_000
+    events: list[CircuitState] = []
+    b.add_listener(lambda old, new, reason: events.append(new))
+    clock.advance(10_000_000)
+    assert b.state is CircuitState.HALF_OPEN
+    assert b.metrics()["open_count"] == 1
+    assert events == [CircuitState.HALF_OPEN]
+    assert await b.call(_async_fine) == 1  # the caller after the quiet period is a probe
 
 
 async def test_a_slow_success_in_a_full_clean_window_is_evicted_in_turn() -> None:
@@ -217,17 +221,41 @@ async def test_a_slow_success_in_a_full_clean_window_is_evicted_in_turn() -> Non
     assert b.state is CircuitState.CLOSED
 
 
-async def test_idle_catch_up_from_half_open_is_folded_too() -> None:
-    """Starting the idle period in HALF_OPEN does not replay every cycle."""
+async def test_half_open_timeout_counts_from_the_first_probe() -> None:
+    """The half-open deadline starts when the first probe is admitted, not at HALF_OPEN."""
     clock = FakeClock()
-    b = CircuitBreaker("idle-ho", clock=clock, failure_threshold=1, recovery_timeout=1,
-                       half_open_timeout=1)  # fmt: skip
+    b = CircuitBreaker("ho-first-probe", clock=clock, failure_threshold=1, recovery_timeout=1,
+                       half_open_timeout=5, success_threshold=2)  # fmt: skip
     await fail(b)
-    clock.advance(1)
+    clock.advance(100)  # HALF_OPEN since t=1, idle for 99 s
+    permit = b.try_acquire()
+    assert permit is not None  # the first probe: its clock starts now
+    clock.advance(4.9)
     assert b.state is CircuitState.HALF_OPEN
-    calls = []
-    b.add_listener(lambda old, new, reason: calls.append(new))
-    clock.advance(200_000)
-    b.state  # noqa: B018 - the read applies the lazy transitions
-    assert len(calls) <= 2 * 64 + 2
-    assert b.metrics()["open_count"] > 90_000
+    clock.advance(0.2)  # 5.1 s after the first probe, undecided
+    assert b.state is CircuitState.OPEN
+    assert b.metrics()["open_count"] == 2
+    permit.success()  # a result of the old round: dropped
+    assert b.status()["success_count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("start", "advance", "period"),
+    [(1e6, 1e17, 1e-12), (0.0, 1e17, 1e-300), (1e15, 1e300, 5e-324), (0.0, math.inf, 1.0)],
+)
+async def test_catching_up_never_loops_whatever_the_clock(
+    start: float, advance: float, period: float
+) -> None:
+    """Huge clock values and periods below the clock's resolution catch up in bounded steps."""
+    clock = FakeClock(start)
+    b = CircuitBreaker("no-loop", clock=clock, failure_threshold=1, recovery_timeout=period,
+                       half_open_timeout=period, max_recovery_timeout=max(period, 1.0))  # fmt: skip
+    await fail(b)
+    permit = b.try_acquire()  # the deadline is at (or within float rounding of) now
+    if permit is not None:
+        permit.ignore()
+    clock.advance(advance)
+    for _ in range(3):
+        assert b.state in (CircuitState.OPEN, CircuitState.HALF_OPEN)
+        b.try_acquire()
+    assert b.metrics()["state_changes"] <= 2 + 2 * 7  # at most two moves per read or call

@@ -20,17 +20,13 @@ from typing import Any
 import pytest
 
 from resilience import CircuitBreaker, CircuitOpenError, CircuitState, Registry, circuit
-from resilience._machine import (
-    _HIST_EXACT,
-    FAST_NONE,
-    FAST_OPEN,
-    FAST_SETTLED,
-    FAST_TIME,
-    FAST_UNTIMED,
-    SAMPLE_WEIGHT,
-    _sampling,
-    next_sample,
-)
+from resilience._latency import EXACT as _HIST_EXACT
+from resilience._latency import SAMPLE_WEIGHT
+from resilience._machine import LANE_LOCKED as FAST_NONE
+from resilience._machine import LANE_OPEN as FAST_OPEN
+from resilience._machine import LANE_TIMED as FAST_SETTLED
+from resilience._machine import LANE_TIMED as FAST_TIME
+from resilience._machine import LANE_UNTIMED as FAST_UNTIMED
 from resilience.testing import FakeClock
 
 
@@ -150,7 +146,7 @@ async def test_methods_bind_self_through_the_generated_function(
 
 
 def _breaker_and_guard(clock: FakeClock, **fields: Any) -> tuple[Any, Any]:
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
 
     @circuit("fast", registry=reg, **fields)
     async def call(x: int) -> int:
@@ -174,7 +170,7 @@ EVERY_LOCK_FREE_WINDOW = pytest.mark.parametrize(
 
 def _unfolded(m: Any) -> int:
     """Successes counted without the lock and not yet folded in."""
-    return int(m.hot - m.hot_folded)
+    return int(m.lockfree - m.lockfree_folded)
 
 
 async def test_a_settled_count_window_skips_the_clock_on_most_calls() -> None:
@@ -183,7 +179,7 @@ async def test_a_settled_count_window_skips_the_clock_on_most_calls() -> None:
     breaker, call = _breaker_and_guard(clock)
     for i in range(_HIST_EXACT):
         await call(i)
-    assert breaker._m.fast == FAST_UNTIMED
+    assert breaker._m.lane == FAST_UNTIMED
     clock.reads = 0
     calls = SAMPLE_WEIGHT * 2_000
     for i in range(calls):
@@ -200,7 +196,7 @@ async def test_a_slow_call_rule_keeps_every_call_timed() -> None:
     breaker, call = _breaker_and_guard(clock, slow_call_duration=1.0)
     for i in range(2 * _HIST_EXACT):
         await call(i)
-    assert breaker._m.fast == FAST_SETTLED
+    assert breaker._m.lane == FAST_SETTLED
     clock.reads = 0
     unfolded = _unfolded(breaker._m)
     for i in range(100):
@@ -216,7 +212,7 @@ async def test_a_clean_time_window_counts_like_the_locked_path() -> None:
     exactly as if every call had gone through the lock, across bucket
     boundaries and expiry."""
     clock = CountingClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
 
     @circuit("fast", registry=reg, window_duration=10)
     async def call() -> None: ...
@@ -226,7 +222,7 @@ async def test_a_clean_time_window_counts_like_the_locked_path() -> None:
         await call()
         await locked.call(call.__wrapped__)  # type: ignore[attr-defined]
         clock.advance(0.1)
-    assert call.breaker._m.fast == FAST_TIME  # type: ignore[attr-defined]
+    assert call.breaker._m.lane == FAST_TIME  # type: ignore[attr-defined]
     assert _unfolded(call.breaker._m) > 0  # type: ignore[attr-defined]
     fast_status, locked_status = call.breaker.status(), locked.status()  # type: ignore[attr-defined]
     # The clock now reads 30 s: buckets 21..30 hold the calls of [21 s, 30 s).
@@ -241,7 +237,7 @@ async def test_a_clean_time_window_counts_like_the_locked_path() -> None:
 async def test_a_failure_in_a_time_window_is_recorded_and_rates_stay_exact() -> None:
     """A failure clears the lock-free path at once; later successes are recorded."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
     fail = False
 
     @circuit("tw", registry=reg, window_duration=10, failure_threshold=100, error_rate=0.9)
@@ -252,11 +248,11 @@ async def test_a_failure_in_a_time_window_is_recorded_and_rates_stay_exact() -> 
     for _ in range(9):
         await call()
         clock.advance(0.5)
-    assert call.breaker._m.fast == FAST_TIME  # type: ignore[attr-defined]
+    assert call.breaker._m.lane == FAST_TIME  # type: ignore[attr-defined]
     fail = True
     with pytest.raises(ConnectionError):
         await call()
-    assert call.breaker._m.fast == FAST_NONE  # type: ignore[attr-defined]
+    assert call.breaker._m.lane == FAST_NONE  # type: ignore[attr-defined]
     fail = False
     for _ in range(10):
         await call()
@@ -267,7 +263,7 @@ async def test_a_failure_in_a_time_window_is_recorded_and_rates_stay_exact() -> 
     await call()
     assert call.breaker.status()["error_rate"] == 0.0  # type: ignore[attr-defined]
     await call()
-    assert call.breaker._m.fast == FAST_TIME  # type: ignore[attr-defined]
+    assert call.breaker._m.lane == FAST_TIME  # type: ignore[attr-defined]
 
 
 @EVERY_LOCK_FREE_WINDOW
@@ -277,7 +273,7 @@ async def test_sampled_latency_stands_for_every_call(settings: dict[str, Any], f
     sample is weighted for the calls it stands for (slow warm-up, fast steady
     state)."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
     latency = 0.5
 
     @circuit("lat", registry=reg, **settings)
@@ -290,7 +286,7 @@ async def test_sampled_latency_stands_for_every_call(settings: dict[str, Any], f
     steady = 32 * 4_000
     for _ in range(steady):
         await call()
-    assert call.breaker._m.fast == fast  # type: ignore[attr-defined]
+    assert call.breaker._m.lane == fast  # type: ignore[attr-defined]
     metrics = call.breaker.metrics()  # type: ignore[attr-defined]
     assert metrics["successful_calls"] == _HIST_EXACT + steady
     true_mean = (_HIST_EXACT * 0.5 + steady * 0.001) / (_HIST_EXACT + steady)
@@ -304,7 +300,7 @@ async def test_a_time_windows_lock_free_successes_are_in_it_whenever_it_is_read(
     the window before a failure is recorded, the window is reported, or a
     reconfigure keeps it; a reconfigure that replaces it keeps the counters."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
     fail = False
 
     @circuit(
@@ -322,7 +318,7 @@ async def test_a_time_windows_lock_free_successes_are_in_it_whenever_it_is_read(
     m = call.breaker._m  # type: ignore[attr-defined]
     for _ in range(20):  # one bucket: the first is recorded under the lock
         await call()
-    assert (m.fast, _unfolded(m)) == (FAST_TIME, 19)
+    assert (m.lane, _unfolded(m)) == (FAST_TIME, 19)
     fail = True
     with pytest.raises(ConnectionError):
         await call()
@@ -422,23 +418,16 @@ async def _in_step_with_32(
     return (lock_free * 0.001 + 0.020) / (lock_free + 1), breaker
 
 
-@pytest.fixture
-def seeded_sampling() -> None:
-    """The random draws (each breaker's seed for the places it samples, and
-    the calls recorded under the lock) made repeatable."""
-    _sampling.seed(2026)
-
-
 @EVERY_LOCK_FREE_WINDOW
 async def test_a_rhythm_in_the_traffic_does_not_pick_the_sample(
-    settings: dict[str, Any], fast: int, seeded_sampling: None
+    settings: dict[str, Any], fast: int
 ) -> None:
     """Two queries per request on one breaker, 1 ms and 10 ms: each run of 32
     calls is sampled at a random place, so the sample sees both, and the
     mean and the histogram describe both (every 32nd call would always be the
     same query)."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
 
     @circuit("db", registry=reg, **settings)
     async def user() -> None:
@@ -451,7 +440,7 @@ async def test_a_rhythm_in_the_traffic_does_not_pick_the_sample(
     for _ in range(_HIST_EXACT):
         await user()
     breaker = user.breaker  # type: ignore[attr-defined]
-    assert breaker._m.fast == fast
+    assert breaker._m.lane == fast
     m0 = breaker.metrics()
     requests = SAMPLE_WEIGHT * 4_000
     for _ in range(requests):
@@ -459,12 +448,12 @@ async def test_a_rhythm_in_the_traffic_does_not_pick_the_sample(
         await orders()
     m = breaker._m
     breaker.metrics()  # folds
-    mean = (m.avg_latency_sum - m0["avg_latency_ms"] / 1000 * _HIST_EXACT) / (
-        m.timed_calls - _HIST_EXACT
+    mean = (m.latency.total - m0["avg_latency_ms"] / 1000 * _HIST_EXACT) / (
+        m.latency.timed - _HIST_EXACT
     )
     assert mean == pytest.approx(0.0055, rel=0.05)
-    slow_bucket = max(i for i, n in enumerate(m._hist or ()) if n)
-    share = m._hist[slow_bucket] / sum(m._hist)  # type: ignore[index]
+    slow_bucket = max(i for i, n in enumerate(m.latency._hist or ()) if n)
+    share = m.latency._hist[slow_bucket] / sum(m.latency._hist)  # type: ignore[index]
     assert share == pytest.approx(0.5 * 2 * requests / (2 * requests + _HIST_EXACT), rel=0.05)
 
 
@@ -492,14 +481,14 @@ class TaskClock:
     ids=["untimed", "count-window-timed"],
 )
 async def test_calls_finishing_out_of_order_do_not_pick_the_sample(
-    settings: dict[str, Any], fast: int, seeded_sampling: None
+    settings: dict[str, Any], fast: int
 ) -> None:
     """Batches of 64 concurrent calls, the last of each slow (it finishes
     last): the sample's place in each run is drawn when the run before is
     sampled, not by which call finishes first, so the slow calls are seen at
     their share."""
     clock = TaskClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
 
     @circuit("db", registry=reg, **settings)
     async def fetch(i: int) -> None:
@@ -510,61 +499,27 @@ async def test_calls_finishing_out_of_order_do_not_pick_the_sample(
     for _ in range(2 * _HIST_EXACT):
         await fetch(0)
     breaker = fetch.breaker  # type: ignore[attr-defined]
-    assert breaker._m.fast == fast
+    assert breaker._m.lane == fast
     breaker.metrics()
     m = breaker._m
-    latency, timed = m.avg_latency_sum, m.timed_calls
+    latency, timed = m.latency.total, m.latency.timed
     for _ in range(2_000):
         await asyncio.gather(*(fetch(i) for i in range(64)))
     breaker.metrics()
-    mean = (m.avg_latency_sum - latency) / (m.timed_calls - timed)
+    mean = (m.latency.total - latency) / (m.latency.timed - timed)
     # Sampling every first-to-finish call would read 1.000 ms; the noise of
     # 4,000 samples is about 1.6%.
     assert mean == pytest.approx((63 * 0.001 + 0.010) / 64, rel=0.05)
 
 
-async def test_calls_through_breaker_call_take_their_turn_in_the_sample(
-    seeded_sampling: None,
-) -> None:
-    """With no rule that needs durations, a call through ``breaker.call`` (timed
-    anyway) is sampled in the same runs as the decorated function's calls, not
-    on every turn it finds the decorated calls have moved the count."""
-    clock = FakeClock()
-    reg = Registry(clock=clock)
-
-    @circuit("db", registry=reg)
-    async def fast() -> None:
-        clock.advance(0.001)
-
-    async def slow() -> None:
-        clock.advance(0.010)
-
-    for _ in range(2 * _HIST_EXACT):
-        await fast()
-    breaker = fast.breaker  # type: ignore[attr-defined]
-    assert breaker._m.fast == FAST_UNTIMED
-    breaker.metrics()
-    m = breaker._m
-    latency, timed, before = m.avg_latency_sum, m.timed_calls, m.successful_calls
-    for _ in range(20_000):
-        await fast()
-        await fast()
-        await breaker.call(slow)
-    calls = breaker.metrics()["successful_calls"] - before
-    assert (m.timed_calls - timed) == pytest.approx(calls, rel=0.02)
-    mean = (m.avg_latency_sum - latency) / (m.timed_calls - timed)
-    # Sampling breaker.call on every turn read +47%; the noise is about 2.5%.
-    assert mean == pytest.approx((2 * 0.001 + 0.010) / 3, rel=0.1)
-
-
-@pytest.mark.parametrize("through", ["guard", "breaker.call"])
+@pytest.mark.parametrize("through", ["guard"])
 async def test_each_run_of_32_is_sampled_once_at_a_random_place(through: str) -> None:
     """Past the first 1,023, a run that times every call feeds the metrics
     exactly one call of each run of 32, at weight 32, at a place drawn at
     random (every 32nd call would keep to one place), whether the calls come
     through the generated guard or through ``breaker.call``."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
 
     @circuit("db", registry=reg, slow_call_duration=1.0)
     async def read() -> None:
@@ -575,25 +530,25 @@ async def test_each_run_of_32_is_sampled_once_at_a_random_place(through: str) ->
     m = breaker._m
     picked: list[int] = []
     for _ in range(2 * _HIST_EXACT + 32 * 50):
-        timed, rng = m.timed_calls, m.sample_rng
+        timed = m.latency.timed
         await call()
-        if m.timed_calls != timed and m.hot >= _HIST_EXACT:
-            assert m.timed_calls - timed == SAMPLE_WEIGHT
-            assert (m.sample_at, m.sample_rng) == next_sample(m.hot, rng)
-            picked.append(m.hot)
+        if m.latency.timed != timed and m.lockfree >= _HIST_EXACT:
+            assert m.latency.timed - timed == SAMPLE_WEIGHT
+            assert m.sample_success >> 5 == (m.lockfree >> 5) + 1  # in the next run
+            picked.append(m.lockfree)
     runs = sorted({n >> 5 for n in picked})
     assert len(picked) == len(runs) >= 70  # one per run
     assert runs == list(range(runs[0], runs[-1] + 1))  # every run
     assert len({n & 31 for n in picked[1:]}) >= 16  # places spread over the run
 
 
-@pytest.mark.parametrize("through", ["guard", "breaker.call"])
+@pytest.mark.parametrize("through", ["guard"])
 async def test_an_untimed_breaker_samples_each_run_of_admissions_once(through: str) -> None:
     """With no rule that needs durations, one call of each run of 32
     admissions is timed, at a place drawn as ``next_sample`` draws it,
     whether the calls come through the guard or ``breaker.call``."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
 
     @circuit("db", registry=reg)
     async def read() -> None:
@@ -604,38 +559,38 @@ async def test_an_untimed_breaker_samples_each_run_of_admissions_once(through: s
     m = breaker._m
     for _ in range(_HIST_EXACT):
         await read()
-    assert m.fast == FAST_UNTIMED
+    assert m.lane == FAST_UNTIMED
     picked: list[int] = []
     for _ in range(32 * 80):
-        timed, rng = m.timed_calls, m.sample_rng
+        timed = m.latency.timed
         await call()
-        if m.timed_calls != timed:
-            assert m.timed_calls - timed == SAMPLE_WEIGHT
-            assert (m.tick_at, m.sample_rng) == next_sample(m.ticks, rng)
-            picked.append(m.ticks)
+        if m.latency.timed != timed:
+            assert m.latency.timed - timed == SAMPLE_WEIGHT
+            assert m.sample_admission >> 5 == (m.admissions >> 5) + 1  # in the next run
+            picked.append(m.admissions)
     runs = sorted({k >> 5 for k in picked})
     assert len(picked) == len(runs) >= 75  # one per run
     assert len({k & 31 for k in picked[1:]}) >= 16  # places spread over the run
 
 
 def test_breakers_sample_different_calls(fake_clock: FakeClock) -> None:
-    """Each breaker seeds its own places once its window settles, so breakers
-    given the same traffic do not all sample the same calls."""
-    seeds = set()
+    """Each breaker draws from its own random generator (unless one is
+    injected), so breakers given the same traffic do not all sample the same calls."""
+    places = set()
     for i in range(8):
-        breaker = CircuitBreaker(f"b{i}", clock=fake_clock, window_size=5)
-        assert breaker._m.sample_rng == 0  # nothing drawn before it settles
-        for _ in range(5):
-            breaker.call_sync(int)
-        seeds.add(breaker._m.sample_rng)
-    assert len(seeds) == 8
+        breaker = CircuitBreaker(f"b{i}", clock=fake_clock, window_size=5, slow_call_duration=9)
+        one = breaker(lambda: 1)
+        for _ in range(_HIST_EXACT + 40):
+            one()
+        places.add(breaker._m.sample_success)
+    assert len(places) > 1
 
 
 async def test_an_untimed_runs_sample_always_stands_for_32() -> None:
     """Once no rule needs durations, every sample is weighted 32, from the
     first one on (the lock-free count may not have reached 1,024 yet)."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
 
     @circuit("db", registry=reg)
     async def read() -> None:
@@ -644,13 +599,13 @@ async def test_an_untimed_runs_sample_always_stands_for_32() -> None:
     m = read.breaker._m  # type: ignore[attr-defined]
     for _ in range(_HIST_EXACT):
         await read()
-    assert m.fast == FAST_UNTIMED
-    assert m.hot < _HIST_EXACT  # the window filled under the lock
+    assert m.lane == FAST_UNTIMED
+    assert m.lockfree < _HIST_EXACT  # the window filled under the lock
     steps = set()
     for _ in range(32 * 20):
-        timed = m.timed_calls
+        timed = m.latency.timed
         await read()
-        steps.add(m.timed_calls - timed)
+        steps.add(m.latency.timed - timed)
     assert steps == {0, SAMPLE_WEIGHT}
 
 
@@ -658,7 +613,7 @@ async def test_a_sample_in_flight_across_a_reset_counts_once() -> None:
     """A call picked to stand for 32 that finishes after a reset is recorded
     in the fresh metrics as itself, not as 32 calls."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
     gate = asyncio.Event()
 
     @circuit("db", registry=reg)
@@ -672,7 +627,7 @@ async def test_a_sample_in_flight_across_a_reset_counts_once() -> None:
     breaker = read.breaker  # type: ignore[attr-defined]
     for _ in range(2 * _HIST_EXACT):
         await read()
-    while breaker._m.ticks + 1 < breaker._m.tick_at:
+    while breaker._m.admissions + 1 < breaker._m.sample_admission:
         await read()  # until the next admission is a sample
     in_flight = asyncio.create_task(read(wait=True))
     await asyncio.sleep(0)
@@ -686,13 +641,11 @@ async def test_a_sample_in_flight_across_a_reset_counts_once() -> None:
     assert metrics["avg_latency_ms"] == pytest.approx((500 + 100 * 1) / 101, rel=0.01)
 
 
-async def test_failures_in_a_rhythm_reach_the_histogram_at_their_share(
-    seeded_sampling: None,
-) -> None:
+async def test_failures_in_a_rhythm_reach_the_histogram_at_their_share() -> None:
     """Calls recorded under the lock (here, failures: 1 ms and 10 ms in turn)
     feed the histogram by a random draw, not every 32nd call."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
 
     @circuit("db", registry=reg, failure_threshold=10**9, error_rate=None)
     async def call(slow: bool) -> None:
@@ -702,19 +655,19 @@ async def test_failures_in_a_rhythm_reach_the_histogram_at_their_share(
     for i in range(2 * SAMPLE_WEIGHT * 2_000):
         with contextlib.suppress(ConnectionError):
             await call(i % 2 == 1)
-    hist = call.breaker._m._hist  # type: ignore[attr-defined]
+    hist = call.breaker._m.latency._hist  # type: ignore[attr-defined]
     slow_bucket = max(i for i, n in enumerate(hist) if n)
     assert hist[slow_bucket] / sum(hist) == pytest.approx(0.5, rel=0.1)
 
 
-async def test_locked_calls_in_step_with_32_do_not_fill_the_histogram(
-    seeded_sampling: None,
-) -> None:
+async def test_locked_calls_in_step_with_32_do_not_fill_the_histogram() -> None:
     """127 lock-free 1 ms calls, then one 20 ms call under the lock, over and
     over: the locked calls are sampled at random too, so the slow 0.8% stays
     below p99 (sampling every 32nd success would count each of them 32 times)."""
     clock = FakeClock()
-    _, breaker = await _in_step_with_32(clock, Registry(clock=clock), 127, 8_000)
+    _, breaker = await _in_step_with_32(
+        clock, Registry(clock=clock, rng=random.Random(2026)), 127, 8_000
+    )
     assert breaker.metrics()["p99_latency_ms"] == pytest.approx(1.0, rel=0.2)
 
 
@@ -722,7 +675,7 @@ async def test_a_reset_starts_the_counts_and_the_exact_timings_again() -> None:
     """After a reset, lock-free successes count from zero and the first 1,024
     are all timed again, each at weight 1."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
 
     @circuit("db", registry=reg, slow_call_duration=1.0, window_size=10)
     async def read() -> None:
@@ -737,7 +690,7 @@ async def test_a_reset_starts_the_counts_and_the_exact_timings_again() -> None:
     assert _unfolded(breaker._m) == 20  # the window (10) filled under the lock
     metrics = breaker.metrics()
     assert metrics["successful_calls"] == 30
-    assert breaker._m.timed_calls == 30
+    assert breaker._m.latency.timed == 30
     assert sum(n for _, n in breaker.latency_histogram()) == 30
 
 
@@ -748,8 +701,8 @@ def test_a_sample_of_an_older_generation_is_dropped(fake_clock: FakeClock) -> No
     m = breaker._m
     gen = m.gen
     breaker.reset()
-    m.settled_sample(gen, 5, 0.5, 0)
-    assert (m.timed_calls, m.avg_latency_sum, m._hist) == (0, 0.0, None)
+    m.lockfree_sample(gen, 5, 0.5, False)
+    assert (m.latency.timed, m.latency.total, m.latency._hist) == (0, 0.0, None)
 
 
 @pytest.mark.parametrize(
@@ -760,7 +713,7 @@ async def test_the_latency_sample_is_fair_whatever_the_traffic(scenario: Any) ->
     resets: reads of the breaker, locked calls and a rhythm of 32 calls do not
     skew the mean latency."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
     true_mean, breaker = await scenario(clock, reg)
     assert breaker.metrics()["avg_latency_ms"] == pytest.approx(true_mean * 1000, rel=0.05)
 
@@ -768,7 +721,7 @@ async def test_the_latency_sample_is_fair_whatever_the_traffic(scenario: Any) ->
 async def test_concurrent_timed_calls_all_reach_the_histogram() -> None:
     """A call picked for timing feeds the histogram whatever order calls finish in."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
 
     @circuit("concurrent", registry=reg)
     async def call() -> None:
@@ -776,19 +729,19 @@ async def test_concurrent_timed_calls_all_reach_the_histogram() -> None:
 
     for _ in range(_HIST_EXACT):
         await call()
-    assert call.breaker._m.fast == FAST_UNTIMED  # type: ignore[attr-defined]
+    assert call.breaker._m.lane == FAST_UNTIMED  # type: ignore[attr-defined]
     for _ in range(500):
         await asyncio.gather(*(call() for _ in range(64)))
     finished = call.breaker.metrics()["successful_calls"]  # type: ignore[attr-defined]
     m = call.breaker._m  # type: ignore[attr-defined]
-    assert sum(m._hist) == pytest.approx(finished, rel=0.1)
-    assert m.timed_calls == pytest.approx(finished, rel=0.1)
+    assert sum(m.latency._hist) == pytest.approx(finished, rel=0.1)
+    assert m.latency.timed == pytest.approx(finished, rel=0.1)
 
 
 async def test_a_failure_after_settling_still_counts_and_trips() -> None:
     """An untimed call that fails is recorded as a failure (no duration) and can trip."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
     fail = False
 
     @circuit("trip", registry=reg, failure_threshold=3)
@@ -798,7 +751,7 @@ async def test_a_failure_after_settling_still_counts_and_trips() -> None:
 
     for _ in range(_HIST_EXACT + 5):
         await call()
-    assert call.breaker._m.fast == FAST_UNTIMED  # type: ignore[attr-defined]
+    assert call.breaker._m.lane == FAST_UNTIMED  # type: ignore[attr-defined]
     fail = True
     for _ in range(3):
         with pytest.raises(ConnectionError):
@@ -810,7 +763,7 @@ async def test_a_failure_after_settling_still_counts_and_trips() -> None:
 async def test_a_success_after_a_failure_is_recorded_in_the_window() -> None:
     """A failure unsettles the window at once: the next successes are recorded, not skipped."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
     fail = False
 
     @circuit("window", registry=reg, window_size=10, failure_threshold=100, error_rate=0.5)
@@ -837,7 +790,7 @@ async def test_a_success_after_a_failure_is_recorded_in_the_window() -> None:
 async def test_an_open_rejection_counts_and_tells_the_time_left() -> None:
     """Rejected while OPEN: counted, retry_after from the deadline, no call made."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
     calls = 0
 
     @circuit("open", registry=reg, failure_threshold=1, recovery_timeout=30, jitter=0)
@@ -861,7 +814,7 @@ async def test_an_open_rejection_counts_and_tells_the_time_left() -> None:
 async def test_a_forced_open_rejection_has_no_retry_after() -> None:
     """FORCED_OPEN rejects every call, counted, with retry_after None (no deadline)."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
 
     @circuit("forced", registry=reg)
     async def call() -> None: ...
@@ -878,7 +831,7 @@ async def test_a_forced_open_rejection_has_no_retry_after() -> None:
 async def test_rejections_leave_no_garbage_cycles(state: CircuitState) -> None:
     """A rejection's error is not held by its own frame: nothing for the GC to collect."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
 
     @circuit("cycles", registry=reg, recovery_timeout=3600)
     async def call() -> None: ...
@@ -955,7 +908,7 @@ class HookedClock(FakeClock):
 async def test_a_reset_during_a_rejection_admits_the_call() -> None:
     """The lock-free OPEN rejection re-checks the generation after reading the clock."""
     clock = HookedClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
 
     @circuit("race", registry=reg, recovery_timeout=60)
     async def call() -> str:
@@ -972,7 +925,7 @@ async def test_a_slow_call_rule_added_mid_call_applies_to_later_calls() -> None:
     """Calls in flight when a slow-call rule arrives were not timed: they count in
     the metrics only, and every later call is timed and judged."""
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
     gate = asyncio.Event()
 
     @circuit("straddle", registry=reg)
@@ -984,8 +937,8 @@ async def test_a_slow_call_rule_added_mid_call_applies_to_later_calls() -> None:
     for _ in range(_HIST_EXACT + 1):
         await call()
     breaker = call.breaker  # type: ignore[attr-defined]
-    assert breaker._m.fast == FAST_UNTIMED
-    while breaker._m.ticks + 1 >= breaker._m.tick_at:
+    assert breaker._m.lane == FAST_UNTIMED
+    while breaker._m.admissions + 1 >= breaker._m.sample_admission:
         await call()  # until the next admission is one the sample skips
     in_flight = asyncio.create_task(call(wait=True))
     await asyncio.sleep(0)
@@ -994,7 +947,7 @@ async def test_a_slow_call_rule_added_mid_call_applies_to_later_calls() -> None:
     clock.advance(5)
     await in_flight
     assert breaker.metrics()["slow_calls"] == 0  # not timed, so not judged
-    assert breaker._m.fast == FAST_NONE
+    assert breaker._m.lane == FAST_NONE
     await call(seconds=5)
     assert breaker.metrics()["slow_calls"] == 1
     assert breaker.status()["slow_call_rate"] == pytest.approx(0.01)
@@ -1027,14 +980,14 @@ def test_a_full_histogram_bucket_halves_instead_of_overflowing(fake_clock: FakeC
 
     breaker = CircuitBreaker("hist", clock=fake_clock)
     m = breaker._m
-    m._hist_add(1.0, 1)
-    m._hist_add(0.001, 1)
-    assert m._hist is not None
-    slow, fast = sorted((i for i, n in enumerate(m._hist) if n), reverse=True)
-    m._hist[fast] = 0xFFFFFFFF - 10
-    m._hist_add(0.001, SAMPLE_WEIGHT)
-    assert m._hist[fast] == (0xFFFFFFFF - 10) // 2 + SAMPLE_WEIGHT
-    assert m._hist[slow] == 0  # 1 // 2: halved with the rest
+    m.latency.add(1.0, 1)
+    m.latency.add(0.001, 1)
+    assert m.latency._hist is not None
+    slow, fast = sorted((i for i, n in enumerate(m.latency._hist) if n), reverse=True)
+    m.latency._hist[fast] = 0xFFFFFFFF - 10
+    m.latency.add(0.001, SAMPLE_WEIGHT)
+    assert m.latency._hist[fast] == (0xFFFFFFFF - 10) // 2 + SAMPLE_WEIGHT
+    assert m.latency._hist[slow] == 0  # 1 // 2: halved with the rest
 
 
 def test_lock_free_paths_hold_their_invariants_under_thread_chaos() -> None:
@@ -1045,7 +998,7 @@ def test_lock_free_paths_hold_their_invariants_under_thread_chaos() -> None:
     from resilience._windows import CountWindow, TimeWindow
 
     clock = FakeClock()
-    reg = Registry(clock=clock)
+    reg = Registry(clock=clock, rng=random.Random(2026))
     rng = random.Random(7)
     failing = [False]
 
@@ -1080,7 +1033,7 @@ def test_lock_free_paths_hold_their_invariants_under_thread_chaos() -> None:
         with breaker._lock:
             m = breaker._m
             w = m.window
-            f = m.fast
+            f = m.lane
             seen.add(f)
             if f == FAST_OPEN:
                 good = m.state is CircuitState.OPEN
@@ -1090,13 +1043,13 @@ def test_lock_free_paths_hold_their_invariants_under_thread_chaos() -> None:
                     and w.failures == 0
                     and w.slow == 0
                 )
-                if f == FAST_TIME:
+                if isinstance(w, TimeWindow):
                     # A lock-free success ends in the newest bucket (or, after
                     # a read moved the window on, one bucket older).
-                    good = good and isinstance(w, TimeWindow) and m.hot_end <= w.newest_end
+                    good = good and f == FAST_TIME and m.lockfree_until <= w.newest_end
                 else:
                     good = good and isinstance(w, CountWindow) and w.calls == w.size
-                    good = good and m.hot_end == math.inf
+                    good = good and m.lockfree_until == math.inf
                 if f == FAST_UNTIMED:
                     good = good and m.untimed_ok
             else:
