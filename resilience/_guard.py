@@ -90,58 +90,61 @@ def _g_template(
     async def _g_guarded(*_g_args: Any, **_g_kwargs: Any) -> Any:  # <signature>
         _g_gen = _g_m.gen  # read before the lane: a stale pair only drops the result
         _g_lane = _g_m.lane
-        if _g_lane > 0:
-            _g_sampled = False
-            if _g_lane == _g_untimed:
-                _g_k = _g_m.admissions + 1
-                _g_m.admissions = _g_k
-                if _g_k < _g_m.sample_admission:
-                    try:
-                        _g_result = await _g_fn(*_g_args, **_g_kwargs)  # <call>
-                    except:  # BaseException, without a name to look up
-                        _g_b._fast_error(_g_gen, None)
-                        raise
-                    if _g_m.lane > 0 and _g_gen == _g_m.gen:
-                        _g_m.lockfree += 1
-                        return _g_result
-                    _g_b._finish(_g_gen, None, None, False)
+        if _g_lane == _g_untimed:
+            _g_k = _g_m.admissions + 1
+            _g_m.admissions = _g_k
+            if _g_k < _g_m.sample_admission:
+                try:
+                    _g_result = await _g_fn(*_g_args, **_g_kwargs)  # <call>
+                except:  # BaseException, without a name to look up
+                    _g_b._fast_error(_g_gen, None)
+                    raise
+                if _g_m.lane > 0 and _g_gen == _g_m.gen:
+                    _g_m.lockfree += 1
                     return _g_result
-                # This admission is its run's latency sample.
-                _g_b._sample_admission(_g_k)
-                _g_sampled = True
-            _g_start = _g_now()
-            try:
-                _g_result = await _g_fn(*_g_args, **_g_kwargs)  # <call>
-            except:
-                _g_b._fast_error(_g_gen, _g_start)
-                raise
-            _g_end = _g_now()
-            _g_d = _g_end - _g_start
-            if (
-                _g_m.lane > 0
-                and _g_gen == _g_m.gen
-                and _g_d <= _g_m.slow_threshold
-                and _g_end < _g_m.lockfree_until
-            ):
-                _g_n = _g_m.lockfree + 1
-                _g_m.lockfree = _g_n
-                if _g_sampled or _g_n >= _g_m.sample_success:
-                    _g_b._lockfree_sample(_g_gen, _g_n, _g_d, _g_sampled)
+                _g_b._finish(_g_gen, None, None, False)
                 return _g_result
-            _g_b._finish(_g_gen, _g_end, _g_d, _g_sampled)
+            # This admission is its run's latency sample.
+            _g_b._sample_admission(_g_k)
+            _g_sampled = True
+        elif _g_lane > 0:
+            _g_sampled = False
+        else:
+            if _g_lane:  # LANE_OPEN, the only negative lane
+                _g_t = _g_now()
+                _g_u = _g_m.open_until
+                # The generation again: the clock read is a point where another
+                # thread may have moved the state.
+                if _g_t < _g_u and _g_gen == _g_m.gen:
+                    _g_m.rejected_calls += 1
+                    # Built in the raise, never held in a local: a local would
+                    # tie the error to this frame through its traceback, a
+                    # cycle only the garbage collector frees.
+                    raise _g_new(
+                        _g_error, _g_b._name, _g_open, _g_u - _g_t, _g_m.last_failure_category
+                    )
+            return await _g_slow(_g_fn, _g_args, _g_kwargs)  # <slow>
+        _g_start = _g_now()
+        try:
+            _g_result = await _g_fn(*_g_args, **_g_kwargs)  # <call>
+        except:
+            _g_b._fast_error(_g_gen, _g_start)
+            raise
+        _g_end = _g_now()
+        _g_d = _g_end - _g_start
+        if (
+            _g_m.lane > 0
+            and _g_gen == _g_m.gen
+            and _g_d <= _g_m.slow_threshold
+            and _g_end < _g_m.lockfree_until
+        ):
+            _g_n = _g_m.lockfree + 1
+            _g_m.lockfree = _g_n
+            if _g_sampled or _g_n >= _g_m.sample_success:
+                _g_b._lockfree_sample(_g_gen, _g_n, _g_d, _g_sampled)
             return _g_result
-        if _g_lane:  # LANE_OPEN, the only negative lane
-            _g_t = _g_now()
-            _g_u = _g_m.open_until
-            # The generation again: the clock read is a point where another
-            # thread may have moved the state.
-            if _g_t < _g_u and _g_gen == _g_m.gen:
-                _g_m.rejected_calls += 1
-                # Built in the raise, never held in a local: a local would tie
-                # the error to this frame through its traceback, a cycle only
-                # the garbage collector frees.
-                raise _g_new(_g_error, _g_b._name, _g_open, _g_u - _g_t, _g_m.last_failure_category)
-        return await _g_slow(_g_fn, _g_args, _g_kwargs)  # <slow>
+        _g_b._finish(_g_gen, _g_end, _g_d, _g_sampled)
+        return _g_result
 
     return _g_guarded
 
