@@ -58,9 +58,24 @@ _global_observers: list[Callable[[CircuitBreaker, Transition], None]] = []
 
 # What a context holds for each call this breaker admitted in it: the
 # admission (generation, start) of a ``with breaker:`` block, or a marker.
-_Admitted = tuple[int, float]
-_ADMITTED: _Admitted = (-1, 0.0)  # a call of a generic driver
-_PASSED: _Admitted = (-2, 0.0)  # a nested ``with`` block, passed straight through
+# An entry is (owner, generation, start): the task or thread that made the
+# call (a task created inside an admitted call inherits the entry with its
+# context, but it is not inside that call), and for a ``with`` block its
+# admission. Generation -1: a call of a generic driver; -2: a nested
+# ``with`` block, passed straight through.
+_Admitted = tuple[object, int, float]
+_DRIVER = -1
+_PASSED = -2
+
+
+def _owner() -> object:
+    """The running task, or the thread where no loop runs."""
+    loop = asyncio._get_running_loop()
+    if loop is not None:
+        task = asyncio.current_task(loop)
+        if task is not None:
+            return task
+    return threading.get_ident()
 
 
 def _guard_above(frame: Any, breaker: CircuitBreaker) -> bool:
@@ -251,8 +266,7 @@ class CircuitBreaker:
         guard of this breaker up to ``depth`` frames up the stack (admitted
         without the lock, and so unmarked). Seeing one closes the lock-free
         lane for good (``Machine.note_nested``)."""
-        var = self._inside
-        nested = var is not None and bool(var.get(()))
+        nested = self._is_inside()
         while not nested and frame is not None and depth > 0:
             nested = guard_frame_breaker(frame) is self
             frame = frame.f_back
@@ -299,6 +313,15 @@ class CircuitBreaker:
             self._deliver()
         return result
 
+    def _is_inside(self) -> bool:
+        """Whether the current task or thread is inside a call this breaker
+        admitted under the lock."""
+        var = self._inside
+        if var is None:
+            return False
+        stack = var.get(())
+        return bool(stack) and stack[-1][0] == _owner()
+
     def _inside_var(self) -> contextvars.ContextVar[tuple[_Admitted, ...]]:
         var = self._inside
         if var is None:
@@ -321,10 +344,10 @@ class CircuitBreaker:
                 f"circuit {self._name!r}: {_fn_name(fn)} returned {type(awaitable).__name__}, "
                 "not an awaitable: use call_sync() or a sync guard for sync functions"
             )
-        var = self._inside_var()
-        if var.get(()):
+        if self._is_inside():
             self._note_nested()
             return await awaitable  # nested: not admitted again, not counted again
+        var = self._inside_var()
         try:
             gen = self._admit()
         except BaseException:
@@ -332,7 +355,7 @@ class CircuitBreaker:
             raise
         now = self._now
         start = now()
-        token = var.set((_ADMITTED,))
+        token = var.set(((_owner(), _DRIVER, 0.0),))
         try:
             result = await awaitable
         except BaseException as exc:
@@ -345,14 +368,14 @@ class CircuitBreaker:
         return result
 
     def _call_sync(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
-        var = self._inside_var()
-        if var.get(()):
+        if self._is_inside():
             self._note_nested()
             return fn(*args, **kwargs)  # nested: not admitted again, not counted again
+        var = self._inside_var()
         gen = self._admit()
         now = self._now
         start = now()
-        token = var.set((_ADMITTED,))
+        token = var.set(((_owner(), _DRIVER, 0.0),))
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -415,7 +438,7 @@ class CircuitBreaker:
         Raises:
             CircuitOpenError: the breaker rejected the call (a fresh error).
         """
-        if self._inside is not None and self._inside.get(()):
+        if self._is_inside():
             return Permit(self, -1, 0.0)
         gen = self._admit()
         return Permit(self, gen, self._now())
@@ -445,7 +468,7 @@ class CircuitBreaker:
         m = self._m
         gen = m.gen
         s = m.state
-        if self._inside is not None and self._inside.get(()):
+        if self._is_inside():
             return Permit(self, -1, 0.0)
         if s is not _CLOSED:
             # Lock-free rejection, as in resilience._guard.
@@ -460,12 +483,12 @@ class CircuitBreaker:
     def __enter__(self) -> CircuitBreaker:
         var = self._inside_var()
         stack = var.get(())
-        if stack:
+        if self._is_inside():
             self._note_nested()
-            entry: _Admitted = _PASSED  # nested: passes straight through
+            entry: _Admitted = (_owner(), _PASSED, 0.0)  # nested: passes straight through
         else:
             gen = self._admit()
-            entry = (gen, self._now())
+            entry = (_owner(), gen, self._now())
         var.set((*stack, entry))
         return self
 
@@ -479,11 +502,10 @@ class CircuitBreaker:
         stack = var.get(())
         if not stack:
             raise RuntimeError(f"circuit {self._name!r}: __exit__ without a matching __enter__")
-        entry = stack[-1]
+        _, gen, start = stack[-1]
         var.set(stack[:-1])
-        if entry is _PASSED:
+        if gen == _PASSED:
             return
-        gen, start = entry
         if exc is None:
             end = self._now()
             self._finish(gen, end, end - start, False)

@@ -174,6 +174,27 @@ async def test_nesting_that_starts_after_settling_is_found_and_then_counted_exac
     assert b.metrics()["total_calls"] == before + 100
 
 
+async def test_a_task_started_inside_a_call_is_not_nested_in_it(fake_clock: FakeClock) -> None:
+    """A task created inside an admitted call (a background refresh) has its own calls counted."""
+    reg = Registry(clock=fake_clock)
+
+    @circuit("spawn-db", registry=reg)
+    async def read() -> int:
+        return 1
+
+    @circuit("spawn-db", registry=reg)
+    async def handler() -> asyncio.Task[list[int]]:
+        async def background() -> list[int]:
+            return [await read() for _ in range(3)]
+
+        return asyncio.create_task(background())
+
+    b = reg.get_or_create("spawn-db")
+    task = await handler()
+    assert await task == [1, 1, 1]
+    assert b.metrics()["total_calls"] == 4  # the handler and the task's three reads
+
+
 async def test_a_block_nested_in_a_guarded_call_passes_through(fake_clock: FakeClock) -> None:
     """`async with breaker:` inside a call the breaker admitted records nothing more."""
     reg = Registry(clock=fake_clock)
