@@ -184,7 +184,9 @@ class CircuitBreaker:
         self._m = Machine(self._config, rng)
         self._lock = threading.Lock()
         self._listeners: tuple[tuple[Listener, bool], ...] = ()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # Async listeners' tasks, kept until they finish (a set is 216 bytes:
+        # made on the first one).
+        self._tasks: set[asyncio.Task[Any]] | None = None
         # The calls this breaker has admitted in the current task or thread
         # (see _inside_var); created on first use.
         self._inside: contextvars.ContextVar[tuple[_Admitted, ...]] | None = None
@@ -706,11 +708,14 @@ class CircuitBreaker:
 
     def _spawn(self, awaitable: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(awaitable)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+        if self._tasks is not None:
+            self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error(
                 "circuit %r: an async listener failed", self._name, exc_info=task.exception()
@@ -756,8 +761,9 @@ class CircuitBreaker:
         with self._lock:
             m = self._m
             m.fold()
-            mean = m.latency.mean
-            p99 = m.latency.quantile(0.99)
+            lat = m.latency
+            mean = lat.mean if lat is not None else None
+            p99 = lat.quantile(0.99) if lat is not None else None
             return {
                 "open_count": m.open_count,
                 "total_calls": m.total_calls,

@@ -61,6 +61,8 @@ _INF = math.inf
 _CATEGORIES = tuple(ErrorCategory)
 _CATEGORY_INDEX = {c: i for i, c in enumerate(_CATEGORIES)}
 
+_SHARED_RNG = random.Random()
+
 LOCK_FREE = getattr(sys, "_is_gil_enabled", lambda: True)()
 """Whether callers may count settled successes and rejections without the
 lock: they rely on CPython's GIL not switching threads between a check and
@@ -152,7 +154,8 @@ class Machine:
         self.state = _CLOSED
         self.gen = 0
         self.lane = LANE_LOCKED
-        self.rng = rng if rng is not None else random.Random()
+        # A Random holds 2.5 KB of state: breakers share one unless given theirs.
+        self.rng = rng if rng is not None else _SHARED_RNG
         self.pending: list[Transition] | None = None
         self.consecutive_failures = 0
         self.consecutive_openings = 0  # openings since the last close (backoff)
@@ -174,7 +177,7 @@ class Machine:
         # Set once a call nested in another call of this breaker is seen:
         # from then on every call takes the lock, where nesting is exact.
         self.nested = False
-        self.latency = Latency()
+        self.latency: Latency | None = None  # made on the first timed call
         self.reset_metrics()
         self.apply_config(config, rebuild_window=True)
 
@@ -240,7 +243,7 @@ class Machine:
         self.open_count = 0
         self.state_changes = 0
         self.failures_by_category: list[int] | None = None
-        self.latency.reset()
+        self.latency = None
 
     # -- admission ---------------------------------------------------------
 
@@ -303,10 +306,13 @@ class Machine:
         """Add a call's duration to the latency statistics; whether it was slow."""
         if duration is None:
             return False
+        lat = self.latency
+        if lat is None:
+            lat = self.latency = Latency()
         if weight == 1:
-            self.latency.add_locked(duration, self.rng)
+            lat.add_locked(duration, self.rng)
         else:
-            self.latency.add(duration, weight)
+            lat.add(duration, weight)
         if duration > self.slow_threshold:
             self.slow_calls += 1
             return True
@@ -483,7 +489,10 @@ class Machine:
             self.sample_success = n + 1 if n < EXACT else next_place(n, self.rng)
         if gen != self.gen:
             return  # a transition or a reset since: not these metrics' call
-        self.latency.add(duration, SAMPLE_WEIGHT if untimed or n >= EXACT else 1)
+        lat = self.latency
+        if lat is None:
+            lat = self.latency = Latency()
+        lat.add(duration, SAMPLE_WEIGHT if untimed or n >= EXACT else 1)
         if (
             self.lane == LANE_TIMED
             and self.untimed_ok
@@ -610,4 +619,5 @@ class Machine:
     def latency_histogram(self) -> list[tuple[float, int]]:
         """``(upper bound in seconds, calls)`` per bucket, scaled from the
         sample to every finished (non-ignored) call; empty before any call."""
-        return self.latency.histogram(self.successful_calls + self.failed_calls)
+        lat = self.latency
+        return lat.histogram(self.successful_calls + self.failed_calls) if lat else []
