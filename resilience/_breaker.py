@@ -1,11 +1,14 @@
 """`CircuitBreaker`: the decision engine (`_machine.Machine`) plus a lock, a
 clock, listeners and the ways to guard code with it.
 
-The hot path of ``@circuit`` is generated per function in
-``resilience._hotpath``: admission and a settled success take no lock, and
-most calls read no clock. ``call``/``call_sync`` and the guards below read the
-state without the lock, read the clock twice and take the lock once to record
-the result. No lock is ever held across an ``await`` or while a listener runs.
+The lock-free part of ``@circuit``'s hot path is the guard in
+``resilience._guard``: admission and a success in a settled window take no
+lock, and most calls read no clock. Everything else (``call``,
+``call_sync``, ``with breaker:``, permits, and whatever a guard cannot do
+without the lock) goes through the generic drivers here: admission and the
+result under the lock, the call marked in the context so that a call nested
+in it passes straight through. No lock is ever held across an ``await`` or
+while a listener runs.
 """
 
 from __future__ import annotations
@@ -815,7 +818,7 @@ class Permit:
         self._start = start
         self._settled = False
 
-    def _settle(self) -> None:
+    def _mark_settled(self) -> None:
         if self._settled:
             raise RuntimeError(f"permit of circuit {self._breaker.name!r} already settled")
         self._settled = True
@@ -827,7 +830,7 @@ class Permit:
 
     def success(self) -> None:
         """The call succeeded."""
-        self._settle()
+        self._mark_settled()
         if self._gen >= 0:
             end = self._breaker._now()
             self._breaker._finish(self._gen, end, end - self._start, False)
@@ -836,7 +839,7 @@ class Permit:
         """The call failed with ``exc``, judged as if the call had raised it
         (so an ignored category is not counted); without ``exc``, a plain
         UNKNOWN_ERROR failure."""
-        self._settle()
+        self._mark_settled()
         gen, start, b = self._gen, self._start, self._breaker
         if gen < 0:
             return
@@ -848,7 +851,7 @@ class Permit:
 
     def ignore(self) -> None:
         """The call's outcome says nothing about the dependency."""
-        self._settle()
+        self._mark_settled()
         if self._gen >= 0:
             gen, start = self._gen, self._start
             self._breaker._commit(lambda m, now: m.on_ignored(gen, now, _since(start, now)))
