@@ -136,9 +136,7 @@ class ResilientTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
         elif isinstance(config, CircuitConfig):
             dataclasses.replace(config, **fields)
         else:
-            raise TypeError(
-                f"ResilientTransport: config must be a CircuitConfig, got {config!r}"
-            )
+            raise TypeError(f"ResilientTransport: config must be a CircuitConfig, got {config!r}")
         self._transport = transport
         self._own_async: httpx.AsyncBaseTransport | None = None
         self._own_sync: httpx.BaseTransport | None = None

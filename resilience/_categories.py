@@ -317,10 +317,7 @@ def is_transient(exc: BaseException) -> bool:
     category = classify(exc)
     if category in _TRANSIENT_CATEGORIES:
         return True
-    return (
-        category is ErrorCategory.DATABASE_ERROR
-        and _sqlstate_of(exc) in TRANSACTION_SQLSTATES
-    )
+    return category is ErrorCategory.DATABASE_ERROR and _sqlstate_of(exc) in TRANSACTION_SQLSTATES
 
 
 def outcome_of(exc: BaseException) -> Outcome:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from resilience import ErrorCategory, classify, is_transient
-from resilience._categories import Judge
+from resilience._categories import Judge, Outcome
 from resilience._clients import MAX_LAYERS, category_for_status, chain_sqlstate
-from resilience._categories import Outcome
 
 C = ErrorCategory
 
@@ -66,13 +65,16 @@ def test_implicit_context_is_followed() -> None:
 
 def test_context_is_not_followed_after_from_none() -> None:
     """``raise ... from None`` hides the context, and classify respects it."""
-    try:
+
+    def hide() -> None:
         try:
             raise ConnectionRefusedError
         except ConnectionRefusedError:
             raise DomainError from None
-    except DomainError as exc:
-        assert classify(exc) is C.UNKNOWN_ERROR
+
+    with pytest.raises(DomainError) as info:
+        hide()
+    assert classify(info.value) is C.UNKNOWN_ERROR
 
 
 def test_outer_definite_answer_wins() -> None:

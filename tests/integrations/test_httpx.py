@@ -37,9 +37,7 @@ def upstream() -> Upstream:
 
 
 @pytest.fixture
-def make(
-    isolated_registry: Registry, upstream: Upstream
-) -> Callable[..., ResilientTransport]:
+def make(isolated_registry: Registry, upstream: Upstream) -> Callable[..., ResilientTransport]:
     def build(**config: object) -> ResilientTransport:
         config.setdefault("failure_threshold", 2)
         config.setdefault("recovery_timeout", 10)
@@ -158,9 +156,7 @@ async def test_one_breaker_per_origin(
     assert sorted(transport.breakers) == ["https://a.test:443", "https://b.test:443"]
 
 
-async def test_name_shares_one_breaker(
-    isolated_registry: Registry, upstream: Upstream
-) -> None:
+async def test_name_shares_one_breaker(isolated_registry: Registry, upstream: Upstream) -> None:
     """With name=, every origin goes through the same breaker."""
     upstream.status = 500
     transport = ResilientTransport(
