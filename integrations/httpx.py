@@ -238,16 +238,18 @@ class ResilientTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
 
     async def aclose(self) -> None:
         """Close the wrapped transport (and the default one made for async use)."""
-        if self._own_async is not None:
-            await self._own_async.aclose()
+        own, self._own_async = self._own_async, None  # a later request makes a new one
+        if own is not None:
+            await own.aclose()
         inner = self._transport
         if inner is not None and callable(getattr(inner, "aclose", None)):
             await inner.aclose()  # type: ignore[union-attr]
 
     def close(self) -> None:
         """Close the wrapped transport (and the default one made for sync use)."""
-        if self._own_sync is not None:
-            self._own_sync.close()
+        own, self._own_sync = self._own_sync, None
+        if own is not None:
+            own.close()
         inner = self._transport
         if inner is not None and callable(getattr(inner, "close", None)):
             inner.close()  # type: ignore[union-attr]
