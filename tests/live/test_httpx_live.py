@@ -65,9 +65,8 @@ class Server:
             extra = ""
             if query.startswith("retry_after="):
                 extra = f"Retry-After: {query.partition('=')[2]}\r\n"
-            writer.write(
-                f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n{extra}\r\n".encode()
-            )
+            head_out = f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n"
+            writer.write(f"{head_out}{extra}\r\n".encode())
             await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
