@@ -193,16 +193,12 @@ def classify(exc: BaseException) -> ErrorCategory:
     ``ProgrammingError`` query, ...); anything else unknown. Never the
     message text.
     """
-    from ._clients import classify_error
-
-    return classify_error(exc)
+    return _clients.classify_error(exc)
 
 
 def _sqlstate_of(exc: BaseException) -> str | None:
     """The SQLSTATE on ``exc`` or on its causes (SQLAlchemy's ``.orig``, ...)."""
-    from ._clients import chain_sqlstate
-
-    return chain_sqlstate(exc)
+    return _clients.chain_sqlstate(exc)
 
 
 # The outcome an inner breaker gave an error travels on the exception itself, so
@@ -326,3 +322,7 @@ def outcome_of(exc: BaseException) -> Outcome:
     if isinstance(marked, Outcome):
         return marked
     return DEFAULT_JUDGE(exc)[0]
+
+
+# Last: resilience._clients imports the names above (and is what classify runs).
+from . import _clients  # noqa: E402

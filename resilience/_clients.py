@@ -35,7 +35,7 @@ set by hand) and at most :data:`MAX_LAYERS` of them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Final, NamedTuple
 
 from ._categories import ErrorCategory, _load_provider, _registered, classify_sqlstate
 
@@ -222,20 +222,33 @@ def _lookup(
 
 
 _CACHE_LIMIT: Final = 4096
-# exception type -> (definite rule, fallback rule); the tables never change.
-_rules: dict[type[BaseException], tuple[_Rule | None, _Rule | None]] = {}
 
 
-def _rules_for(exc_type: type[BaseException]) -> tuple[_Rule | None, _Rule | None]:
+class _Plan(NamedTuple):
+    """What to look at on an error of one type (the tables never change)."""
+
+    rule: _Rule | None  # the family's definite rule
+    fallback: _Rule | None  # the family's DB-API fallback
+    pgcode: bool  # psycopg2 keeps the SQLSTATE in ``pgcode``
+
+
+_plans: dict[type[BaseException], _Plan] = {}
+
+
+def _plan(exc_type: type[BaseException]) -> _Plan:
     try:
-        return _rules[exc_type]
+        return _plans[exc_type]
     except KeyError:
         pass
-    found = (_lookup(exc_type, _FAMILIES), _lookup(exc_type, _FALLBACKS))
-    if len(_rules) >= _CACHE_LIMIT:  # classes made on the fly: start over, stay bounded
-        _rules.clear()
-    _rules[exc_type] = found
-    return found
+    plan = _Plan(
+        _lookup(exc_type, _FAMILIES),
+        _lookup(exc_type, _FALLBACKS),
+        any(base.__module__.partition(".")[0] == "psycopg2" for base in exc_type.__mro__),
+    )
+    if len(_plans) >= _CACHE_LIMIT:  # classes made on the fly: start over, stay bounded
+        _plans.clear()
+    _plans[exc_type] = plan
+    return plan
 
 
 def _apply(rule: _Rule | None, exc: BaseException) -> ErrorCategory | None:
@@ -244,13 +257,15 @@ def _apply(rule: _Rule | None, exc: BaseException) -> ErrorCategory | None:
     return rule(exc)
 
 
-def _sqlstate(exc: BaseException) -> str | None:
+def _sqlstate(exc: BaseException, plan: _Plan) -> str | None:
     code = getattr(exc, "sqlstate", None)
-    if not (isinstance(code, str) and len(code) == 5):
-        code = getattr(exc, "pgcode", None)  # psycopg2
-        if not (isinstance(code, str) and len(code) == 5):
-            return None
-    return code
+    if isinstance(code, str) and len(code) == 5:
+        return code
+    if plan.pgcode:
+        code = getattr(exc, "pgcode", None)
+        if isinstance(code, str) and len(code) == 5:
+            return code
+    return None
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -287,12 +302,19 @@ def _definite(layer: BaseException) -> ErrorCategory | None:
     found = _registered(layer_type)
     if found is not None:
         return found
-    code = _sqlstate(layer)
-    if code is not None:
+    plan = _plan(layer_type)
+    code = getattr(layer, "sqlstate", None)
+    if isinstance(code, str) and len(code) == 5:
         return classify_sqlstate(code)
-    found = _apply(_rules_for(layer_type)[0], layer)
-    if found is not None:
-        return found
+    if plan.pgcode:
+        code = _sqlstate(layer, plan)
+        if code is not None:
+            return classify_sqlstate(code)
+    rule = plan.rule
+    if rule is not None:
+        found = rule if isinstance(rule, ErrorCategory) else rule(layer)
+        if found is not None:
+            return found
     if isinstance(layer, TimeoutError):
         return _C.TIMEOUT_ERROR
     if isinstance(layer, OSError):
@@ -311,7 +333,7 @@ def classify_error(exc: BaseException) -> ErrorCategory:
     if found is not None:
         return found
     if not _causes(exc):
-        fallback = _apply(_rules_for(type(exc))[1], exc)
+        fallback = _apply(_plan(type(exc)).fallback, exc)
         return fallback if fallback is not None else _C.UNKNOWN_ERROR
     layers = _layers(exc)
     for layer in layers[1:]:
@@ -319,7 +341,7 @@ def classify_error(exc: BaseException) -> ErrorCategory:
         if found is not None:
             return found
     for layer in layers:
-        found = _apply(_rules_for(type(layer))[1], layer)
+        found = _apply(_plan(type(layer)).fallback, layer)
         if found is not None:
             return found
     return _C.UNKNOWN_ERROR
@@ -327,11 +349,11 @@ def classify_error(exc: BaseException) -> ErrorCategory:
 
 def chain_sqlstate(exc: BaseException) -> str | None:
     """The first SQLSTATE on ``exc`` or its causes (``None`` if there is none)."""
-    code = _sqlstate(exc)
+    code = _sqlstate(exc, _plan(type(exc)))
     if code is not None or not _causes(exc):
         return code
     for layer in _layers(exc)[1:]:
-        code = _sqlstate(layer)
+        code = _sqlstate(layer, _plan(type(layer)))
         if code is not None:
             return code
     return None

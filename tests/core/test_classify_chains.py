@@ -31,6 +31,12 @@ class DomainError(Exception):
     """An application's own error."""
 
 
+def _fake(module: str, name: str, *bases: type[BaseException]) -> type[BaseException]:
+    cls = type(name, bases or (Exception,), {})
+    cls.__module__ = module
+    return cls
+
+
 def raised_from(outer: BaseException, cause: BaseException) -> BaseException:
     try:
         raise outer from cause
@@ -90,9 +96,10 @@ def test_sqlstate_on_a_deep_layer_is_found() -> None:
 
 def test_pgcode_is_read_like_sqlstate() -> None:
     """psycopg2 carries the SQLSTATE as ``pgcode``."""
-    exc = Exception("x")
+    exc = _fake("psycopg2.errors", "QueryCanceled", _fake("psycopg2", "OperationalError"))()
     exc.pgcode = "57014"  # type: ignore[attr-defined]
     assert classify(exc) is C.TIMEOUT_ERROR
+    assert chain_sqlstate(raised_from(DomainError(), exc)) == "57014"
 
 
 def test_a_cycle_of_causes_terminates() -> None:
@@ -177,12 +184,6 @@ def test_a_short_sqlstate_is_not_a_sqlstate() -> None:
 def test_http_statuses_map_to_categories(status: int, category: ErrorCategory) -> None:
     """The HTTP status table of docs/clients.md."""
     assert category_for_status(status) is category
-
-
-def _fake(module: str, name: str, *bases: type[BaseException]) -> type[BaseException]:
-    cls = type(name, bases or (Exception,), {})
-    cls.__module__ = module
-    return cls
 
 
 def test_psycopg2_operational_error_without_pgcode_is_a_connection_error() -> None:
