@@ -563,3 +563,65 @@ async def test_bare_retry_with_keyword_settings_on_a_function() -> None:
     wrapped = retry(flaky, attempts=2, wait=0)  # type: ignore[call-overload]
     assert await wrapped() == "ok"
     assert calls == 2
+
+
+# -- HTTP errors (httpx), as classify() sees them ---------------------------------------
+
+
+def _status_error(status: int) -> Exception:
+    import httpx
+
+    request = httpx.Request("GET", "http://upstream.test/")
+    response = httpx.Response(status, request=request)
+    return httpx.HTTPStatusError(f"{status}", request=request, response=response)
+
+
+async def test_bare_retry_retries_a_503_from_raise_for_status(fake_sleep: FakeSleep) -> None:
+    """503 is transient: a bare @retry tries again."""
+    errors = [_status_error(503)]
+
+    @retry(sleep=fake_sleep)
+    async def get() -> str:
+        if errors:
+            raise errors.pop()
+        return "ok"
+
+    assert await get() == "ok"
+
+
+async def test_no_on_makes_a_404_retryable(fake_sleep: FakeSleep) -> None:
+    """on=httpx.HTTPStatusError still raises a 404 at the first attempt."""
+    import httpx
+
+    calls = 0
+
+    @retry(attempts=3, on=httpx.HTTPStatusError, sleep=fake_sleep)
+    async def get() -> None:
+        nonlocal calls
+        calls += 1
+        raise _status_error(404)
+
+    with pytest.raises(httpx.HTTPStatusError):
+        await get()
+    assert calls == 1
+
+
+async def test_bare_retry_retries_a_connect_error(fake_sleep: FakeSleep) -> None:
+    """httpx.ConnectError is a connection error: retried."""
+    import httpx
+
+    errors: list[Exception] = [httpx.ConnectError("refused")]
+
+    @retry(sleep=fake_sleep)
+    async def get() -> str:
+        if errors:
+            raise errors.pop()
+        return "ok"
+
+    assert await get() == "ok"
+
+
+@pytest.mark.parametrize(("status", "transient"), [(503, True), (429, True), (404, False)])
+def test_retry_if_transient_reads_http_statuses(status: int, transient: bool) -> None:
+    """The tenacity predicate follows classify() on raise_for_status() errors."""
+    assert integration_is_transient(_status_error(status)) is transient
