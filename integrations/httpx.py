@@ -152,8 +152,21 @@ class ResilientTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
         return where.get_or_create(name, **self._settings)
 
     def breaker_for(self, url: httpx.URL | str) -> CircuitBreaker:
-        """The breaker that guards requests to ``url`` (created on first use)."""
-        key = self._name or origin_of(httpx.URL(url))
+        """The breaker that guards requests to ``url`` (created on first use).
+
+        Raises:
+            ValueError: ``url`` is relative (no scheme or host) and there is
+                one breaker per origin.
+        """
+        if self._name is not None:
+            key = self._name
+        else:
+            parsed = httpx.URL(url)
+            if not (parsed.scheme and parsed.host):
+                raise ValueError(
+                    f"ResilientTransport: {str(parsed)[:80]!r} has no origin (scheme://host)"
+                )
+            key = origin_of(parsed)
         breaker = self._breakers.get(key)
         if breaker is None:
             breaker = self._breakers[key] = self._make(key)

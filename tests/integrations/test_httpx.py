@@ -315,3 +315,11 @@ async def test_cancellation_is_not_counted(
     breaker = transport.breaker_for(URL)
     assert breaker.state is CircuitState.CLOSED
     assert breaker.metrics()["failed_calls"] == 0
+
+
+def test_a_relative_url_has_no_breaker(isolated_registry: Registry) -> None:
+    """breaker_for("/items") is an error naming the URL, not a breaker for '://:0'."""
+    transport = ResilientTransport(registry=isolated_registry)
+    with pytest.raises(ValueError, match="/items"):
+        transport.breaker_for("/items")
+    assert len(isolated_registry) == 0

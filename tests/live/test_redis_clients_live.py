@@ -93,3 +93,26 @@ async def test_a_dead_server_opens_the_breaker(redis_url: str) -> None:
             assert breaker.state is CircuitState.OPEN
         finally:
             await proxied.aclose()
+
+
+async def test_a_read_only_replica_is_the_servers_state() -> None:
+    """READONLY from a real replica (a private server told to follow a dead
+    master): ReadOnlyError, a DATABASE_ERROR that counts as a failure."""
+    import socket
+
+    from resilience.testing import ThrowawayRedis
+
+    with socket.socket() as probe:  # a master that is never there
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    with ThrowawayRedis() as server:
+        replica = redis_asyncio.Redis.from_url(server.url, socket_timeout=2)
+        try:
+            await replica.execute_command("REPLICAOF", "127.0.0.1", str(dead_port))
+            breaker = CircuitBreaker("redis-readonly", clock=FakeClock(), failure_threshold=1)
+            with pytest.raises(rexc.ReadOnlyError) as info:
+                await breaker.call(replica.set, "k", "v")
+            assert classify(info.value) is C.DATABASE_ERROR
+            assert breaker.state is CircuitState.OPEN
+        finally:
+            await replica.aclose()
