@@ -31,6 +31,7 @@ class Server:
 
     def __init__(self) -> None:
         self.requests = 0
+        self.hanging = asyncio.Event()  # set once a /hang request is held
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -59,6 +60,7 @@ class Server:
             self.requests += 1
             target = head.split(b" ", 2)[1].decode()
             if target == "/hang":
+                self.hanging.set()
                 await asyncio.sleep(3600)
             path, _, query = target.partition("?")
             status = int(path.rsplit("/", 1)[1])
@@ -115,6 +117,21 @@ async def test_a_read_timeout_is_a_timeout(server: Server) -> None:
         with pytest.raises(httpx.ReadTimeout) as info:
             await client.get(f"{server.url}/hang")
     assert classify(info.value) is C.TIMEOUT_ERROR
+
+
+async def test_an_exhausted_client_pool_is_a_resource_error(server: Server) -> None:
+    """One connection, held by a hanging request: the next gets PoolTimeout."""
+    limits = httpx.Limits(max_connections=1)
+    timeout = httpx.Timeout(5.0, pool=0.1)
+    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+        hanging = asyncio.create_task(client.get(f"{server.url}/hang"))
+        await asyncio.wait_for(server.hanging.wait(), 5)
+        with pytest.raises(httpx.PoolTimeout) as info:
+            await client.get(f"{server.url}/status/200")
+        hanging.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hanging
+    assert classify(info.value) is C.RESOURCE_ERROR
 
 
 async def test_circuit_around_raise_for_status(server: Server) -> None:

@@ -116,3 +116,21 @@ async def test_a_read_only_replica_is_the_servers_state() -> None:
             assert breaker.state is CircuitState.OPEN
         finally:
             await replica.aclose()
+
+
+async def test_a_silent_server_is_a_timeout(redis_url: str) -> None:
+    """A black-holed connection: redis-py's TimeoutError, classified TIMEOUT."""
+    parts = urlsplit(redis_url)
+    async with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
+        proxied = redis_asyncio.Redis(
+            host=proxy.host, port=proxy.port, socket_timeout=0.2, retry=Retry(NoBackoff(), 0)
+        )
+        try:
+            assert await proxied.ping()
+            proxy.blackhole()
+            with pytest.raises(rexc.TimeoutError) as info:
+                await proxied.ping()
+        finally:
+            proxy.pass_through()
+            await proxied.aclose()
+    assert classify(info.value) is C.TIMEOUT_ERROR
