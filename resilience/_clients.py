@@ -34,7 +34,7 @@ set by hand) and at most :data:`MAX_LAYERS` of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final, NamedTuple
 
 from ._categories import ErrorCategory, _load_provider, _registered, classify_sqlstate
@@ -281,20 +281,21 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return found
 
 
-def _layers(exc: BaseException) -> list[BaseException]:
-    """``exc`` and its causes, depth first (``.orig``, cause, context), each
-    once, at most :data:`MAX_LAYERS`."""
-    order: list[BaseException] = []
-    seen: set[int] = set()
-    stack = [exc]
-    while stack and len(order) < MAX_LAYERS:
+def _walk(exc: BaseException, causes: list[BaseException]) -> Iterator[BaseException]:
+    """The layers under ``exc`` (its ``causes`` first), depth first
+    (``.orig``, cause, context), each once; with ``exc``, at most
+    :data:`MAX_LAYERS`."""
+    seen = {id(exc)}
+    stack = causes[::-1]
+    left = MAX_LAYERS - 1
+    while stack and left > 0:
         layer = stack.pop()
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        order.append(layer)
+        left -= 1
+        yield layer
         stack.extend(reversed(_causes(layer)))
-    return order
 
 
 def _definite(layer: BaseException) -> ErrorCategory | None:
@@ -328,19 +329,20 @@ def _definite(layer: BaseException) -> ErrorCategory | None:
 
 def classify_error(exc: BaseException) -> ErrorCategory:
     """The category of ``exc``, following it to its causes (see the module docs)."""
-    # The common case first: a single layer with a definite answer.
     found = _definite(exc)
     if found is not None:
         return found
-    if not _causes(exc):
-        fallback = _apply(_plan(type(exc)).fallback, exc)
-        return fallback if fallback is not None else _C.UNKNOWN_ERROR
-    layers = _layers(exc)
-    for layer in layers[1:]:
+    causes = _causes(exc)
+    if not causes:  # a single layer: only its fallback is left
+        found = _apply(_plan(type(exc)).fallback, exc)
+        return found if found is not None else _C.UNKNOWN_ERROR
+    visited = [exc]
+    for layer in _walk(exc, causes):  # stops at the first layer with an answer
         found = _definite(layer)
         if found is not None:
             return found
-    for layer in layers:
+        visited.append(layer)
+    for layer in visited:
         found = _apply(_plan(type(layer)).fallback, layer)
         if found is not None:
             return found
@@ -350,9 +352,9 @@ def classify_error(exc: BaseException) -> ErrorCategory:
 def chain_sqlstate(exc: BaseException) -> str | None:
     """The first SQLSTATE on ``exc`` or its causes (``None`` if there is none)."""
     code = _sqlstate(exc, _plan(type(exc)))
-    if code is not None or not _causes(exc):
+    if code is not None:
         return code
-    for layer in _layers(exc)[1:]:
+    for layer in _walk(exc, _causes(exc)):
         code = _sqlstate(layer, _plan(type(layer)))
         if code is not None:
             return code
