@@ -54,7 +54,7 @@ def build_cases() -> dict[str, Case]:
     cases: dict[str, Case] = {
         "bare await": target,
         "@circuit": guarded("circuit"),
-        "@retry @circuit": retry(3)(guarded("retry")),
+        "@retry @circuit": retry(attempts=3)(guarded("retry")),
         "@fallback() @circuit (built-in LRU)": fallback()(guarded("fallback-local")),
         "@fallback(dict cache) @circuit": fallback(DictCache())(guarded("fallback-dict")),
         "@fallback(default=None) @circuit": fallback(default=None)(guarded("fallback-default")),

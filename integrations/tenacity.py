@@ -10,11 +10,14 @@
     async def fetch_orders(customer_id: int) -> list[Order]: ...
 
 Transient: connection, timeout and resource errors (as ``resilience.classify``
-sees them) and per-transaction database errors (SQLSTATE 40001 serialization
-failure, 40P01 deadlock). Never transient: ``CircuitOpenError`` and
+sees them, through wrappers such as SQLAlchemy's: an ``httpx.ConnectError``,
+a redis ``ConnectionError``, a 429/502/503/504 from ``raise_for_status()``)
+and per-transaction database errors (SQLSTATE 40001 serialization failure,
+40P01 deadlock, bare or under a wrapper). Never transient: ``CircuitOpenError`` and
 ``BulkheadFullError`` (the library shedding load; a retry defeats it),
-authentication and query errors (they fail the same way every time), other
-database and unknown errors, and cancellation.
+authentication and query errors (they fail the same way every time: a 404,
+a redis ``ResponseError``), other database and unknown errors, and
+cancellation.
 """
 
 from __future__ import annotations

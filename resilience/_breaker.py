@@ -589,6 +589,32 @@ class CircuitBreaker:
         """Back to CLOSED with a clean window, counters and metrics."""
         self._commit(lambda m, now: m.reset(now, reason))
 
+    def extend_open(self, seconds: float) -> float | None:
+        """Keep an OPEN circuit open at least ``seconds`` more, e.g. for an
+        upstream's ``Retry-After``.
+
+        The deadline moves to ``now + seconds`` if that is later, capped so
+        the whole open period stays within ``max_recovery_timeout``; it never
+        moves earlier. Any other state is left alone.
+
+        Args:
+            seconds: a number >= 0 (``math.inf`` means "as long as the cap").
+
+        Returns:
+            The seconds left until a probe may be admitted, or ``None`` when
+            the circuit is not OPEN.
+
+        Raises:
+            ValueError: ``seconds`` is negative or NaN.
+            TypeError: ``seconds`` is not a number.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise TypeError(f"extend_open: seconds must be a number, got {seconds!r}")
+        if not seconds >= 0:
+            raise ValueError(f"extend_open: seconds must be >= 0, got {seconds!r}")
+        wanted = float(seconds)
+        return self._commit(lambda m, now: m.extend_open(now, wanted))
+
     def reconfigure(self, **fields: Any) -> CircuitConfig:
         """Change settings in place, keeping the state and counters.
 

@@ -152,30 +152,27 @@ def classify_sqlstate(sqlstate: str) -> ErrorCategory:
 def classify(exc: BaseException) -> ErrorCategory:
     """The default classifier: the :class:`ErrorCategory` of ``exc``.
 
-    Rules, first match wins: a type registered with :func:`register_category`
-    (integrations register their drivers' types); an ``exc.sqlstate`` string
-    (class 08 and 57P01-57P05 connection, 57014 timeout, 53 resource, 28
-    authentication, 42/22/23 and other statement classes query, 3D000, 40, 58,
-    XX and other server classes database); ``TimeoutError`` timeout;
-    ``OSError`` (``ConnectionError`` included) connection; ``MemoryError``
-    resource; anything else unknown.
+    Follows the error to its causes (SQLAlchemy's ``.orig``, ``__cause__``,
+    ``__context__``); on each layer, outermost first, the first rule that
+    matches decides: a type registered with :func:`register_category`
+    (integrations register their drivers' types); a SQLSTATE
+    (``exc.sqlstate`` or ``exc.pgcode``: class 08 and 57P01-57P05
+    connection, 57014 timeout, 53 resource, 28 authentication, 42/22/23 and
+    other statement classes query, 3D000, 40, 58, XX and other server
+    classes database); the client families (SQLAlchemy, psycopg, redis-py,
+    httpx, aiohttp: see the "Clients" page), recognised without importing
+    them; ``TimeoutError`` timeout; ``OSError`` (``ConnectionError``
+    included) connection; ``MemoryError`` resource. Then the DB-API
+    fallbacks (``OperationalError`` without a SQLSTATE connection,
+    ``ProgrammingError`` query, ...); anything else unknown. Never the
+    message text.
     """
-    exc_type = type(exc)
-    found = _registered(exc_type)
-    if found is not None:
-        return found
-    sqlstate = getattr(exc, "sqlstate", None)
-    if isinstance(sqlstate, str) and len(sqlstate) == 5:
-        return classify_sqlstate(sqlstate)
-    if isinstance(exc, TimeoutError):
-        return ErrorCategory.TIMEOUT_ERROR
-    if isinstance(exc, OSError):
-        return ErrorCategory.CONNECTION_ERROR
-    if isinstance(exc, MemoryError):
-        return ErrorCategory.RESOURCE_ERROR
-    if _load_provider(exc_type):
-        return classify(exc)
-    return ErrorCategory.UNKNOWN_ERROR
+    return _clients.classify_error(exc)
+
+
+def _sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE on ``exc`` or on its causes (SQLAlchemy's ``.orig``, ...)."""
+    return _clients.chain_sqlstate(exc)
 
 
 # The outcome an inner breaker gave an error travels on the exception itself, so
@@ -229,7 +226,7 @@ class Judge:
         if (
             category is ErrorCategory.DATABASE_ERROR
             and not self._db_override
-            and getattr(exc, "sqlstate", None) in TRANSACTION_SQLSTATES
+            and _sqlstate_of(exc) in TRANSACTION_SQLSTATES
         ):
             outcome = Outcome.IGNORED
         if (outcome is Outcome.FAILURE or outcome is Outcome.TRIP) and not isinstance(
@@ -290,10 +287,7 @@ def is_transient(exc: BaseException) -> bool:
     category = classify(exc)
     if category in _TRANSIENT_CATEGORIES:
         return True
-    return (
-        category is ErrorCategory.DATABASE_ERROR
-        and getattr(exc, "sqlstate", None) in TRANSACTION_SQLSTATES
-    )
+    return category is ErrorCategory.DATABASE_ERROR and _sqlstate_of(exc) in TRANSACTION_SQLSTATES
 
 
 def outcome_of(exc: BaseException) -> Outcome:
@@ -302,3 +296,7 @@ def outcome_of(exc: BaseException) -> Outcome:
     if isinstance(marked, Outcome):
         return marked
     return DEFAULT_JUDGE(exc)[0]
+
+
+# Last: resilience._clients imports the names above (and is what classify runs).
+from . import _clients  # noqa: E402

@@ -590,6 +590,23 @@ class Machine:
             self._leave_half_open()
             self._set(state, reason, now)
 
+    def extend_open(self, now: float, seconds: float) -> float | None:
+        """Keep an OPEN circuit open until at least ``now + seconds``, but not
+        past ``opened_at + max_recovery_timeout``; never shortens the period.
+        Returns the seconds left open, or ``None`` when not OPEN (a due
+        OPEN -> HALF_OPEN move is applied first)."""
+        if self.current_state(now) is not _OPEN:
+            return None
+        assert self.opened_at is not None
+        cap = self.opened_at + self.config.effective_max_recovery_timeout
+        until = min(now + seconds, cap)
+        if until > self.open_until:
+            # Lock-free rejections read open_until: a later deadline only
+            # rejects more, so no FAST_NONE round is needed.
+            self.open_until = until
+            self.open_period = until - self.opened_at
+        return self.open_until - now
+
     def reset(self, now: float, reason: str) -> None:
         """Back to a fresh CLOSED breaker: window, counters and metrics cleared."""
         old = self.state

@@ -44,6 +44,20 @@ drawn uniformly from [0, min(5.0, 0.1 * 2 ** (n - 1))] seconds, so a fleet
 retrying the same outage spreads out instead of stampeding in step."""
 
 
+class _TestingMode:
+    """What ``resilience.testing.set_testing`` switched on: read only after a
+    failure, so a call that succeeds never looks at it."""
+
+    __slots__ = ("active", "attempts")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.attempts: int | None = None
+
+
+TESTING: Final = _TestingMode()
+
+
 _NEVER_RETRIED_CATEGORIES: Final = frozenset(
     {ErrorCategory.AUTHENTICATION_ERROR, ErrorCategory.QUERY_ERROR}
 )
@@ -100,9 +114,15 @@ class _Retry:
             reraise=True,
         )
 
+    def limit(self) -> int:
+        """Attempts in all for the current call (testing mode may cap them)."""
+        if TESTING.active and TESTING.attempts is not None:
+            return min(self.attempts, TESTING.attempts)
+        return self.attempts
+
     def first_check(self, exc: Exception) -> bool:
         """Cheap test on the first failure: may this error be retried at all?"""
-        if self.attempts < 2 or never_retried(exc):
+        if self.limit() < 2 or never_retried(exc):
             return False
         predicate = self.predicate
         return predicate is None or predicate(exc)
@@ -128,10 +148,10 @@ class _Retry:
                 return None
         elif state.attempt_number > 1 and not self.predicate(exc):  # type: ignore[misc]
             return None
-        if state.attempt_number >= self.attempts:
+        limit = self.limit()
+        if state.attempt_number >= limit:
             return None
-        delay = float(self.wait(state))
-        delay = max(delay, 0.0)
+        delay = 0.0 if TESTING.active else max(float(self.wait(state)), 0.0)
         state.upcoming_sleep = delay
         state.idle_for += delay
         state.next_action = tenacity.RetryAction(delay)
@@ -139,7 +159,7 @@ class _Retry:
             "retry %s: attempt %d of %d failed (%s); next attempt in %.3fs",
             self.name,
             state.attempt_number,
-            self.attempts,
+            limit,
             type(exc).__name__,
             delay,
         )
@@ -239,6 +259,7 @@ def retry(fn: Callable[P, R], /) -> Callable[P, R]: ...
 
 @overload
 def retry(
+    *,
     attempts: int = 3,
     wait: float
     | tenacity.wait.wait_base
@@ -249,29 +270,32 @@ def retry(
     | Callable[[BaseException], bool]
     | tenacity.retry_base
     | None = None,
-    *,
     sleep: Callable[[float], Any] | None = None,
     clock: Clock | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
 def retry(
+    fn: Any = None,
+    /,
+    *,
     attempts: Any = 3,
     wait: Any = None,
     on: Any = None,
-    *,
     sleep: Callable[[float], Any] | None = None,
     clock: Clock | None = None,
 ) -> Any:
     """Call again after a transient error, up to ``attempts`` times in all.
 
-    Use bare (``@retry``) or with arguments (``@retry(5, wait=0.2)``). Sync
-    and async functions and methods. The first attempt is a direct call;
-    tenacity's strategies are consulted only after a failure. When no
-    attempt is left, or the error is not retryable, the last error is
-    raised unchanged. ``CancelledError`` is never retried: cancelling the
-    caller (while it runs or sleeps) stops the retries. Each retry is logged
-    at WARNING on the ``resilience`` logger (error type only, no message).
+    Use bare (``@retry``) or with keyword arguments (``@retry(attempts=5,
+    wait=0.2, on=httpx.ConnectError)``). Sync and async functions and
+    methods. The first attempt is a direct call; tenacity's strategies are
+    consulted only after a failure. When no attempt is left, or the error is
+    not retryable, the last error is raised unchanged. ``CancelledError`` is
+    never retried: cancelling the caller (while it runs or sleeps) stops the
+    retries. Each retry is logged at WARNING on the ``resilience`` logger
+    (error type only, no message). Under ``resilience.testing.set_testing``
+    nothing waits between attempts (and attempts may be capped).
 
     Args:
         attempts: attempts in all, the first included; an int >= 1 (1 means
@@ -286,9 +310,11 @@ def retry(
             ``fn(exc) -> bool``, or a tenacity retry strategy
             (``tenacity.retry_if_exception_type(...)``, given the
             ``RetryCallState``). Default ``None``: :func:`is_transient`
-            (connection, timeout, resource errors, SQLSTATE 40001/40P01).
+            (connection, timeout, resource errors, SQLSTATE 40001/40P01, as
+            ``classify`` sees them: an ``httpx.ConnectError`` or a 503 from
+            ``raise_for_status()`` included).
             Whatever ``on`` says, ``CircuitOpenError``, ``BulkheadFullError``,
-            authentication and query errors are never retried.
+            authentication and query errors (a 404 included) are never retried.
         sleep: how to wait: ``fn(seconds)``, whose result is awaited if it is
             awaitable. Default ``asyncio.sleep`` for async functions and
             ``time.sleep`` for sync ones; a sync function needs a sync sleep.
@@ -297,16 +323,18 @@ def retry(
             (``monotonic()``). Default the system clock.
 
     Raises:
-        TypeError: a bad ``wait``, ``on``, ``sleep`` or ``clock``; an async
-            ``sleep`` with a sync function.
+        TypeError: a setting passed by position (``@retry(3)``); a bad
+            ``wait``, ``on``, ``sleep`` or ``clock``; an async ``sleep`` with
+            a sync function.
         ValueError: ``attempts`` < 1 or a negative ``wait``.
     """
-    if (callable(attempts) and not isinstance(attempts, int)) or isinstance(
-        attempts, classmethod | staticmethod
-    ):
-        target: Any = attempts
-        return _build(3, None, None, None, None)(target)
-    return _build(attempts, wait, on, sleep, clock)
+    if fn is None:
+        return _build(attempts, wait, on, sleep, clock)
+    if not callable(fn) and not isinstance(fn, classmethod | staticmethod):
+        raise TypeError(
+            f"@retry takes its settings by keyword, e.g. @retry(attempts={fn!r}); got {fn!r}"
+        )
+    return _build(attempts, wait, on, sleep, clock)(fn)
 
 
 def _build(

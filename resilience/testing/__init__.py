@@ -6,8 +6,11 @@
   refuse, black-hole, reset or delay connections, to rehearse an outage.
 - :class:`ThrowawayPostgres` / :class:`ThrowawayRedis`: start a private server
   for a test run or a demo when none is configured, and stop it afterwards.
-- a pytest plugin (auto-loaded) with the fixtures ``fake_clock`` and
-  ``isolated_registry``.
+- :func:`set_testing` / :func:`is_testing`: a switch for application code
+  decorated at import: fresh breakers in ``resilience.registry`` and
+  ``@retry`` without waits (stamina's ``set_testing``).
+- a pytest plugin (auto-loaded) with the fixtures ``fake_clock``,
+  ``isolated_registry`` and ``resilience_testing``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._clock import FakeClock
 from ._events import CapturedEvent, capture_events
+from ._switch import TestingSwitch, is_testing, set_testing
 
 if TYPE_CHECKING:
     from ._fault_proxy import FaultProxy
@@ -27,8 +31,11 @@ __all__ = (
     "FakeClock",
     "FaultProxy",
     "ThrowawayPostgres",
+    "TestingSwitch",
     "ThrowawayRedis",
     "capture_events",
+    "is_testing",
+    "set_testing",
 )
 
 # The network helpers are imported on first use: most users of FakeClock

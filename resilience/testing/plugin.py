@@ -4,14 +4,22 @@ Fixtures:
     fake_clock: a fresh :class:`FakeClock` at 0.0.
     isolated_registry: a fresh :class:`Registry` on ``fake_clock``; use it in
         place of ``resilience.registry`` so tests never share breakers.
+    resilience_testing: :func:`set_testing` for the test: the breakers of
+        ``resilience.registry`` (where ``@circuit`` puts those of code
+        decorated at import) start clean and are cleaned again after it;
+        ``@retry`` does not wait between attempts. Use it from an autouse
+        fixture in your ``conftest.py`` to cover a whole suite.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
 from .._registry import Registry
 from ._clock import FakeClock
+from ._switch import set_testing
 
 
 @pytest.fixture
@@ -24,3 +32,10 @@ def fake_clock() -> FakeClock:
 def isolated_registry(fake_clock: FakeClock) -> Registry:
     """A registry of its own, on the test's fake clock."""
     return Registry(clock=fake_clock)
+
+
+@pytest.fixture
+def resilience_testing() -> Iterator[None]:
+    """Clean breakers in ``resilience.registry`` and no retry waits, for one test."""
+    with set_testing(True):
+        yield

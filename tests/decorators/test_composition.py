@@ -127,7 +127,7 @@ async def test_chain_over_retry_retries_each_resource_before_failing_over(
     primary.down = True
 
     @chain(primary, replica)
-    @retry(3, wait=0.1, sleep=fake_sleep)
+    @retry(attempts=3, wait=0.1, sleep=fake_sleep)
     async def find(pool: Pool, x: int) -> str:
         return await pool.query(x)
 
@@ -144,7 +144,7 @@ async def test_chain_over_retry_skips_an_open_resource_without_retrying(
     primary.circuit_breaker.force_open()
 
     @chain(primary, replica)
-    @retry(3, wait=1.0, sleep=fake_sleep)
+    @retry(attempts=3, wait=1.0, sleep=fake_sleep)
     async def find(pool: Pool, x: int) -> str:
         return await pool.query(x)
 
@@ -162,7 +162,7 @@ async def test_retry_over_circuit_stops_when_the_circuit_opens(
     """Each attempt is counted; once open, CircuitOpenError ends the retries."""
     calls = 0
 
-    @retry(5, wait=0.1, sleep=fake_sleep)
+    @retry(attempts=5, wait=0.1, sleep=fake_sleep)
     @circuit("db", registry=reg, failure_threshold=2)
     async def query() -> None:
         nonlocal calls
@@ -182,7 +182,7 @@ async def test_retry_over_circuit_does_not_retry_a_bad_query(
     """An ignored error passes both layers untouched: one call, breaker unaffected."""
     calls = 0
 
-    @retry(5, sleep=fake_sleep)
+    @retry(attempts=5, sleep=fake_sleep)
     @circuit("db", registry=reg)
     async def query() -> None:
         nonlocal calls
@@ -302,7 +302,7 @@ async def test_the_whole_stack_degrades_step_by_step(reg: Registry, fake_sleep: 
     calls = {"primary": 0, "replica": 0}
 
     def member(name: str) -> Any:
-        @retry(2, wait=0.1, sleep=fake_sleep)
+        @retry(attempts=2, wait=0.1, sleep=fake_sleep)
         @circuit(name, registry=reg, failure_threshold=3)
         @timeout(1.0)
         @bulkhead(10)

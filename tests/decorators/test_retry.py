@@ -60,7 +60,7 @@ async def test_a_transient_error_is_retried(fake_sleep: FakeSleep) -> None:
     """Connection errors are retried until an attempt succeeds."""
     flaky = Flaky(ConnectionError(), ConnectionError())
 
-    @retry(3, wait=0.5, sleep=fake_sleep)
+    @retry(attempts=3, wait=0.5, sleep=fake_sleep)
     async def f(x: int) -> int:
         return await flaky(x)
 
@@ -74,7 +74,7 @@ async def test_exhaustion_raises_the_last_error_unchanged(fake_sleep: FakeSleep)
     last = ConnectionError("third")
     flaky = Flaky(ConnectionError("first"), ConnectionError("second"), last)
 
-    @retry(3, wait=0, sleep=fake_sleep)
+    @retry(attempts=3, wait=0, sleep=fake_sleep)
     async def f() -> int:
         return await flaky()
 
@@ -88,7 +88,7 @@ async def test_the_last_error_is_not_chained_to_earlier_ones(fake_sleep: FakeSle
     """Earlier attempts do not appear as the last error's context."""
     flaky = Flaky(ConnectionError("first"), ConnectionError("second"))
 
-    @retry(2, wait=0, sleep=fake_sleep)
+    @retry(attempts=2, wait=0, sleep=fake_sleep)
     async def f() -> int:
         return await flaky()
 
@@ -116,7 +116,7 @@ async def test_non_transient_errors_are_not_retried(
     """Rejections, auth, query and unknown errors: one attempt, raised at once."""
     flaky = Flaky(error)
 
-    @retry(5, sleep=fake_sleep)
+    @retry(attempts=5, sleep=fake_sleep)
     async def f() -> int:
         return await flaky()
 
@@ -145,7 +145,7 @@ async def test_transient_errors_are_retried(fake_sleep: FakeSleep, error: Except
     """Connection, timeout, resource, serialization and deadlock errors are retried."""
     flaky = Flaky(error)
 
-    @retry(2, sleep=fake_sleep)
+    @retry(attempts=2, sleep=fake_sleep)
     async def f() -> int:
         return await flaky()
 
@@ -157,7 +157,7 @@ async def test_cancellation_is_not_retried(fake_sleep: FakeSleep) -> None:
     """A CancelledError from the call propagates after one attempt."""
     flaky = Flaky(asyncio.CancelledError())
 
-    @retry(5, sleep=fake_sleep)
+    @retry(attempts=5, sleep=fake_sleep)
     async def f() -> int:
         return await flaky()
 
@@ -175,7 +175,7 @@ async def test_cancelling_the_caller_while_it_waits_stops_the_retries() -> None:
         sleeping.set()
         await asyncio.Event().wait()  # never set: only cancellation ends it
 
-    @retry(3, wait=1.0, sleep=slow_sleep)
+    @retry(attempts=3, wait=1.0, sleep=slow_sleep)
     async def f() -> int:
         return await flaky()
 
@@ -191,7 +191,7 @@ async def test_attempts_one_means_no_retry(fake_sleep: FakeSleep) -> None:
     """attempts=1 is a single call."""
     flaky = Flaky(ConnectionError())
 
-    @retry(1, sleep=fake_sleep)
+    @retry(attempts=1, sleep=fake_sleep)
     async def f() -> int:
         return await flaky()
 
@@ -204,7 +204,7 @@ async def test_wait_zero_never_sleeps(fake_sleep: FakeSleep) -> None:
     """wait=0 retries at once, without calling sleep."""
     flaky = Flaky(ConnectionError())
 
-    @retry(2, wait=0, sleep=fake_sleep)
+    @retry(attempts=2, wait=0, sleep=fake_sleep)
     async def f() -> int:
         return await flaky()
 
@@ -216,7 +216,7 @@ async def test_a_tenacity_wait_strategy_is_used(fake_sleep: FakeSleep) -> None:
     """wait= takes tenacity strategies."""
     flaky = Flaky(ConnectionError(), ConnectionError(), ConnectionError())
 
-    @retry(4, wait=tenacity.wait_exponential(multiplier=1, max=10), sleep=fake_sleep)
+    @retry(attempts=4, wait=tenacity.wait_exponential(multiplier=1, max=10), sleep=fake_sleep)
     async def f() -> int:
         return await flaky()
 
@@ -237,7 +237,7 @@ async def test_a_wait_callable_sees_the_retry_state(
         seen.append((state.attempt_number, type(error).__name__, state.seconds_since_start))
         return 3.0
 
-    @retry(3, wait=wait, sleep=fake_sleep, clock=fake_clock)
+    @retry(attempts=3, wait=wait, sleep=fake_sleep, clock=fake_clock)
     async def f() -> int:
         return await flaky()
 
@@ -249,7 +249,7 @@ async def test_the_default_wait_is_capped_full_jitter(fake_sleep: FakeSleep) -> 
     """Before retry n, a wait in [0, min(5, 0.1 * 2**(n-1))]."""
     flaky = Flaky(*(ConnectionError() for _ in range(9)))
 
-    @retry(10, sleep=fake_sleep)
+    @retry(attempts=10, sleep=fake_sleep)
     async def f() -> int:
         return await flaky()
 
@@ -264,7 +264,7 @@ async def test_on_types_replace_the_default(fake_sleep: FakeSleep) -> None:
     """on=(ValueError,) retries ValueError, and no longer ConnectionError."""
     flaky = Flaky(ValueError(), ConnectionError())
 
-    @retry(3, wait=0, on=(ValueError,), sleep=fake_sleep)
+    @retry(attempts=3, wait=0, on=(ValueError,), sleep=fake_sleep)
     async def f() -> int:
         return await flaky()
 
@@ -277,7 +277,7 @@ async def test_on_a_predicate(fake_sleep: FakeSleep) -> None:
     """on= takes a predicate on the exception."""
     flaky = Flaky(RuntimeError("try again"), RuntimeError("give up"))
 
-    @retry(5, wait=0, on=lambda exc: "again" in str(exc), sleep=fake_sleep)
+    @retry(attempts=5, wait=0, on=lambda exc: "again" in str(exc), sleep=fake_sleep)
     async def f() -> int:
         return await flaky()
 
@@ -293,7 +293,7 @@ async def test_on_a_tenacity_retry_strategy(fake_sleep: FakeSleep) -> None:
         IndexError
     )
 
-    @retry(5, wait=0, on=strategy, sleep=fake_sleep)
+    @retry(attempts=5, wait=0, on=strategy, sleep=fake_sleep)
     async def f() -> int:
         return await flaky()
 
@@ -308,7 +308,7 @@ async def test_retries_are_logged_without_the_message(
     """Each retry is a WARNING naming the function and error type (not its text)."""
     flaky = Flaky(ConnectionError("password=hunter2"))
 
-    @retry(2, wait=0.25, sleep=fake_sleep)
+    @retry(attempts=2, wait=0.25, sleep=fake_sleep)
     async def fetch() -> int:
         return await flaky()
 
@@ -323,7 +323,7 @@ def test_sync_functions_retry_with_a_sync_sleep(fake_sleep: FakeSleep) -> None:
     """Sync functions retry too, sleeping through the sync sleep."""
     flaky = Flaky(ConnectionError())
 
-    @retry(2, wait=0.1, sleep=fake_sleep.sync)
+    @retry(attempts=2, wait=0.1, sleep=fake_sleep.sync)
     def f(x: int) -> int:
         return flaky.sync(x)
 
@@ -335,7 +335,7 @@ def test_sync_functions_raise_the_last_error(fake_sleep: FakeSleep) -> None:
     """Sync exhaustion raises the last error."""
     flaky = Flaky(ConnectionError(), ConnectionError("last"))
 
-    @retry(2, wait=0, sleep=fake_sleep.sync)
+    @retry(attempts=2, wait=0, sleep=fake_sleep.sync)
     def f() -> int:
         return flaky.sync()
 
@@ -347,7 +347,7 @@ def test_sync_functions_do_not_retry_rejections(fake_sleep: FakeSleep) -> None:
     """The sync driver applies the same rule."""
     flaky = Flaky(CircuitOpenError("db", CircuitState.OPEN, 1.0))
 
-    @retry(3, sleep=fake_sleep.sync)
+    @retry(attempts=3, sleep=fake_sleep.sync)
     def f() -> int:
         return flaky.sync()
 
@@ -368,7 +368,7 @@ async def test_a_sync_sleep_works_for_an_async_function(fake_sleep: FakeSleep) -
     """A sleep that returns no awaitable is simply called."""
     flaky = Flaky(ConnectionError())
 
-    @retry(2, wait=0.2, sleep=fake_sleep.sync)
+    @retry(attempts=2, wait=0.2, sleep=fake_sleep.sync)
     async def f() -> int:
         return await flaky()
 
@@ -406,7 +406,7 @@ async def test_methods_are_retried(fake_sleep: FakeSleep) -> None:
     class Client:
         base = 10
 
-        @retry(2, wait=0, sleep=fake_sleep)
+        @retry(attempts=2, wait=0, sleep=fake_sleep)
         async def get(self, x: int) -> int:
             return await flaky(x) + self.base
 
@@ -416,7 +416,7 @@ async def test_methods_are_retried(fake_sleep: FakeSleep) -> None:
 def test_signature_and_kind_are_preserved() -> None:
     """wrapt keeps the signature and coroutine-function-ness."""
 
-    @retry(2)
+    @retry(attempts=2)
     async def fetch(customer_id: int, *, limit: int = 5) -> list[int]:
         """Doc."""
         return []
@@ -520,7 +520,7 @@ async def test_a_broad_on_never_retries_rejections_auth_or_query_errors(
     """on=Exception still never retries what DESIGN says is never retried."""
     flaky = Flaky(error, error, error)
 
-    @retry(3, wait=0, on=Exception)
+    @retry(attempts=3, wait=0, on=Exception)
     async def call() -> int:
         return await flaky()
 
@@ -534,10 +534,94 @@ async def test_a_tenacity_strategy_never_retries_a_circuit_open_error() -> None:
     error = CircuitOpenError("db", CircuitState.OPEN, 5.0)
     flaky = Flaky(error, error)
 
-    @retry(3, wait=0, on=tenacity.retry_if_exception_type(Exception))
+    @retry(attempts=3, wait=0, on=tenacity.retry_if_exception_type(Exception))
     async def call() -> int:
         return await flaky()
 
     with pytest.raises(CircuitOpenError):
         await call()
     assert flaky.calls == 1
+
+
+def test_settings_by_position_are_refused() -> None:
+    """``@retry(3)`` says to pass attempts by keyword (stamina's shape)."""
+    with pytest.raises(TypeError, match="by keyword"):
+        retry(3)  # type: ignore[call-overload]
+
+
+async def test_bare_retry_with_keyword_settings_on_a_function() -> None:
+    """``retry(fn, attempts=2)`` works like ``retry(attempts=2)(fn)``."""
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("blip")
+        return "ok"
+
+    wrapped = retry(flaky, attempts=2, wait=0)  # type: ignore[call-overload]
+    assert await wrapped() == "ok"
+    assert calls == 2
+
+
+# -- HTTP errors (httpx), as classify() sees them ---------------------------------------
+
+
+def _status_error(status: int) -> Exception:
+    import httpx
+
+    request = httpx.Request("GET", "http://upstream.test/")
+    response = httpx.Response(status, request=request)
+    return httpx.HTTPStatusError(f"{status}", request=request, response=response)
+
+
+async def test_bare_retry_retries_a_503_from_raise_for_status(fake_sleep: FakeSleep) -> None:
+    """503 is transient: a bare @retry tries again."""
+    errors = [_status_error(503)]
+
+    @retry(sleep=fake_sleep)
+    async def get() -> str:
+        if errors:
+            raise errors.pop()
+        return "ok"
+
+    assert await get() == "ok"
+
+
+async def test_no_on_makes_a_404_retryable(fake_sleep: FakeSleep) -> None:
+    """on=httpx.HTTPStatusError still raises a 404 at the first attempt."""
+    import httpx
+
+    calls = 0
+
+    @retry(attempts=3, on=httpx.HTTPStatusError, sleep=fake_sleep)
+    async def get() -> None:
+        nonlocal calls
+        calls += 1
+        raise _status_error(404)
+
+    with pytest.raises(httpx.HTTPStatusError):
+        await get()
+    assert calls == 1
+
+
+async def test_bare_retry_retries_a_connect_error(fake_sleep: FakeSleep) -> None:
+    """httpx.ConnectError is a connection error: retried."""
+    import httpx
+
+    errors: list[Exception] = [httpx.ConnectError("refused")]
+
+    @retry(sleep=fake_sleep)
+    async def get() -> str:
+        if errors:
+            raise errors.pop()
+        return "ok"
+
+    assert await get() == "ok"
+
+
+@pytest.mark.parametrize(("status", "transient"), [(503, True), (429, True), (404, False)])
+def test_retry_if_transient_reads_http_statuses(status: int, transient: bool) -> None:
+    """The tenacity predicate follows classify() on raise_for_status() errors."""
+    assert integration_is_transient(_status_error(status)) is transient

@@ -66,7 +66,7 @@ async def find_orders(pool: Pool, customer_id: int) -> list[int]:
     return await pool.fetch(str(customer_id))
 
 
-@retry(3, wait=0.1, on=ConnectionError)
+@retry(attempts=3, wait=0.1, on=ConnectionError)
 async def flaky(x: int) -> str:
     return str(x)
 
@@ -76,7 +76,7 @@ def bare_retry(x: int) -> int:
     return x
 
 
-@retry(5, wait=tenacity.wait_fixed(1), on=retry_if_transient)
+@retry(attempts=5, wait=tenacity.wait_fixed(1), on=retry_if_transient)
 async def with_tenacity(x: int) -> int:
     return x
 
