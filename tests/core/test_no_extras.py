@@ -9,6 +9,7 @@ import textwrap
 EXTRAS = (
     "asyncpg", "aiocache", "redis", "starlette", "fastapi", "django", "prometheus_client",
     "opentelemetry", "rich", "matplotlib", "httpx", "uvicorn", "pgserver",
+    "sqlalchemy", "psycopg", "psycopg2", "aiohttp", "httpcore", "valkey",
 )  # fmt: skip
 
 SCRIPT = textwrap.dedent(
