@@ -17,13 +17,12 @@ The outcome of an error (what a breaker records) is decided in this order:
 
 from __future__ import annotations
 
-import importlib
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Final
 
+from ._clients import chain_sqlstate, classify_error, register_category
 from ._states import ErrorCategory, Outcome
 
 __all__ = (
@@ -57,97 +56,6 @@ DEFAULT_POLICY: Final[Mapping[ErrorCategory, Outcome]] = MappingProxyType(
 # policy does not hold them against the server, and @retry retries them.
 TRANSACTION_SQLSTATES: Final = frozenset({"40001", "40P01"})
 
-_CATEGORY = ErrorCategory
-# SQLSTATE class (first two characters) -> category. Exact codes win over classes.
-_SQLSTATE_CODES: Final[Mapping[str, ErrorCategory]] = {
-    "57P01": _CATEGORY.CONNECTION_ERROR,  # admin_shutdown
-    "57P02": _CATEGORY.CONNECTION_ERROR,  # crash_shutdown
-    "57P03": _CATEGORY.CONNECTION_ERROR,  # cannot_connect_now
-    "57P04": _CATEGORY.CONNECTION_ERROR,  # database_dropped
-    "57P05": _CATEGORY.CONNECTION_ERROR,  # idle_session_timeout
-    "57014": _CATEGORY.TIMEOUT_ERROR,  # query_canceled (statement_timeout)
-    "25P03": _CATEGORY.TIMEOUT_ERROR,  # idle_in_transaction_session_timeout
-    "55P03": _CATEGORY.TIMEOUT_ERROR,  # lock_not_available (lock_timeout)
-    "3D000": _CATEGORY.DATABASE_ERROR,  # invalid_catalog_name
-    "P0001": _CATEGORY.QUERY_ERROR,  # raise_exception from PL/pgSQL
-}
-_SQLSTATE_CLASSES: Final[Mapping[str, ErrorCategory]] = {
-    "08": _CATEGORY.CONNECTION_ERROR,
-    "53": _CATEGORY.RESOURCE_ERROR,
-    "28": _CATEGORY.AUTHENTICATION_ERROR,
-    # Mistakes in the statement or the data: a bug, not an outage.
-    **dict.fromkeys(
-        (
-            "0A", "21", "22", "23", "24", "25", "26", "27", "2B", "2D", "2F",
-            "34", "38", "39", "3B", "3F", "42", "44", "54", "P0",
-        ),
-        _CATEGORY.QUERY_ERROR,
-    ),
-    **dict.fromkeys(
-        ("40", "55", "57", "58", "72", "F0", "HV", "XX"), _CATEGORY.DATABASE_ERROR
-    ),
-}  # fmt: skip
-
-_registry_lock = threading.Lock()
-_by_type: dict[type[BaseException], ErrorCategory] = {}
-_type_cache: dict[type[BaseException], ErrorCategory | None] = {}
-# Modules whose exceptions a resilience integration knows how to classify; the
-# integration is imported (and registers its types) the first time such an
-# exception is classified, so `classify` knows asyncpg errors without an import.
-_PROVIDERS: dict[str, str] = {"asyncpg": "resilience.integrations.asyncpg"}
-_loaded_providers: set[str] = set()
-
-
-def register_category(exc_type: type[BaseException], category: ErrorCategory) -> None:
-    """Classify ``exc_type`` (and its subclasses) as ``category``.
-
-    Registered types are consulted before SQLSTATE and the builtin rules; the
-    most specific registered base class wins.
-    """
-    if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
-        raise TypeError(f"register_category needs an exception type, got {exc_type!r}")
-    category = ErrorCategory(category)
-    with _registry_lock:
-        _by_type[exc_type] = category
-        _type_cache.clear()
-
-
-def _registered(exc_type: type[BaseException]) -> ErrorCategory | None:
-    try:
-        return _type_cache[exc_type]
-    except KeyError:
-        pass
-    found = None
-    for base in exc_type.__mro__:
-        found = _by_type.get(base)
-        if found is not None:
-            break
-    _type_cache[exc_type] = found
-    return found
-
-
-def _load_provider(exc_type: type[BaseException]) -> bool:
-    root = exc_type.__module__.partition(".")[0]
-    module = _PROVIDERS.get(root)
-    if module is None or root in _loaded_providers:
-        return False
-    _loaded_providers.add(root)
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        logger.warning("could not load %s to classify %s errors", module, root, exc_info=True)
-        return False
-    with _registry_lock:
-        _type_cache.clear()
-    return True
-
-
-def classify_sqlstate(sqlstate: str) -> ErrorCategory:
-    """The category of a five-character SQLSTATE code."""
-    code = sqlstate.upper()
-    found = _SQLSTATE_CODES.get(code) or _SQLSTATE_CLASSES.get(code[:2])
-    return found if found is not None else ErrorCategory.DATABASE_ERROR
-
 
 def classify(exc: BaseException) -> ErrorCategory:
     """The default classifier: the :class:`ErrorCategory` of ``exc``.
@@ -167,12 +75,12 @@ def classify(exc: BaseException) -> ErrorCategory:
     ``ProgrammingError`` query, ...); anything else unknown. Never the
     message text.
     """
-    return _clients.classify_error(exc)
+    return classify_error(exc)
 
 
 def _sqlstate_of(exc: BaseException) -> str | None:
     """The SQLSTATE on ``exc`` or on its causes (SQLAlchemy's ``.orig``, ...)."""
-    return _clients.chain_sqlstate(exc)
+    return chain_sqlstate(exc)
 
 
 # The outcome an inner breaker gave an error travels on the exception itself, so
@@ -296,7 +204,3 @@ def outcome_of(exc: BaseException) -> Outcome:
     if isinstance(marked, Outcome):
         return marked
     return DEFAULT_JUDGE(exc)[0]
-
-
-# Last: resilience._clients imports the names above (and is what classify runs).
-from . import _clients  # noqa: E402
