@@ -61,24 +61,15 @@ _global_observers: list[Callable[[CircuitBreaker, Transition], None]] = []
 
 # What a context holds for each call this breaker admitted in it: the
 # admission (generation, start) of a ``with breaker:`` block, or a marker.
-# An entry is (owner, generation, start): the task or thread that made the
-# call (a task created inside an admitted call inherits the entry with its
-# context, but it is not inside that call), and for a ``with`` block its
-# admission. Generation -1: a call of a generic driver; -2: a nested
-# ``with`` block, passed straight through.
-_Admitted = tuple[object, int, float]
+# An entry is (running, generation, start): ``running`` is a one-item list,
+# true while the call runs (a task created inside a call inherits the entry
+# with its context; it is inside that call while the call runs, not after,
+# so a background task that outlives the call has its calls counted). For a
+# ``with`` block, its admission; generation -1: a call of a generic driver;
+# -2: a nested ``with`` block, passed straight through.
+_Admitted = tuple[list[bool], int, float]
 _DRIVER = -1
 _PASSED = -2
-
-
-def _owner() -> object:
-    """The running task, or the thread where no loop runs."""
-    loop = asyncio._get_running_loop()
-    if loop is not None:
-        task = asyncio.current_task(loop)
-        if task is not None:
-            return task
-    return threading.get_ident()
 
 
 def _guard_above(frame: Any, breaker: CircuitBreaker) -> bool:
@@ -324,8 +315,10 @@ class CircuitBreaker:
         var = self._inside
         if var is None:
             return False
-        stack = var.get(())
-        return bool(stack) and stack[-1][0] == _owner()
+        for running, _, _ in var.get(()):  # noqa: SIM110 - any() would build a generator
+            if running[0]:
+                return True
+        return False
 
     def _inside_var(self) -> contextvars.ContextVar[tuple[_Admitted, ...]]:
         var = self._inside
@@ -360,16 +353,21 @@ class CircuitBreaker:
             raise
         now = self._now
         start = now()
-        token = var.set(((_owner(), _DRIVER, 0.0),))
+        running = [True]
+        token = var.set(((running, _DRIVER, 0.0),))
         try:
             result = await awaitable
         except BaseException as exc:
+            running[0] = False
             var.reset(token)
             self._settle_error(gen, start, exc)
             raise
+        running[0] = False
         var.reset(token)
         end = now()
-        self._finish(gen, end, end - start, False)
+        d = end - start
+        if not self._m.count_lockfree(gen, end, d):
+            self._finish(gen, end, d, False)
         return result
 
     def _call_sync(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
@@ -380,13 +378,16 @@ class CircuitBreaker:
         gen = self._admit()
         now = self._now
         start = now()
-        token = var.set(((_owner(), _DRIVER, 0.0),))
+        running = [True]
+        token = var.set(((running, _DRIVER, 0.0),))
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
+            running[0] = False
             var.reset(token)
             self._settle_error(gen, start, exc)
             raise
+        running[0] = False
         var.reset(token)
         if inspect.isawaitable(result):
             # A sync guard around something that returns an awaitable (a
@@ -490,10 +491,10 @@ class CircuitBreaker:
         stack = var.get(())
         if self._is_inside():
             self._note_nested()
-            entry: _Admitted = (_owner(), _PASSED, 0.0)  # nested: passes straight through
+            entry: _Admitted = ([True], _PASSED, 0.0)  # nested: passes straight through
         else:
             gen = self._admit()
-            entry = (_owner(), gen, self._now())
+            entry = ([True], gen, self._now())
         var.set((*stack, entry))
         return self
 
@@ -507,7 +508,8 @@ class CircuitBreaker:
         stack = var.get(())
         if not stack:
             raise RuntimeError(f"circuit {self._name!r}: __exit__ without a matching __enter__")
-        _, gen, start = stack[-1]
+        running, gen, start = stack[-1]
+        running[0] = False
         var.set(stack[:-1])
         if gen == _PASSED:
             return

@@ -324,7 +324,8 @@ class Machine:
         """Record a success of a call admitted under ``gen`` that took
         ``duration`` seconds (``None``: not timed); ``sampled``: a lock-free
         caller's latency sample, standing for its run of calls."""
-        self.fold()
+        if self.lockfree != self.lockfree_folded:
+            self.fold()
         self.successful_calls += 1
         same = gen == self.gen
         slow = self._timed(duration, SAMPLE_WEIGHT if sampled and same else 1)
@@ -333,6 +334,8 @@ class Machine:
         s = self.state
         if s is _CLOSED or s is _METRICS_ONLY:
             self.consecutive_failures = 0
+            if not slow and self.lane > 0 and self.lockfree_until == _INF:
+                return  # a settled count window: one more success changes nothing
             w = self.window
             w.record(False, slow, now)
             if w.failures or w.slow:
@@ -473,6 +476,23 @@ class Machine:
             w = self.window
             if isinstance(w, TimeWindow):
                 w.count_newest(n)
+
+    def count_lockfree(self, gen: int, end: float, duration: float) -> bool:
+        """Count a success without the lock if the lane allows it (the
+        generated guard's timed lock-free step, for ``breaker.call``); whether
+        it did. No call and no backward jump between the check and the write."""
+        if (
+            self.lane > 0
+            and gen == self.gen
+            and duration <= self.slow_threshold
+            and end < self.lockfree_until
+        ):
+            n = self.lockfree + 1
+            self.lockfree = n
+            if n >= self.sample_success:
+                self.lockfree_sample(gen, n, duration, False)
+            return True
+        return False
 
     def next_sample_admission(self, k: int) -> None:
         """The ``k``-th untimed admission is the latency sample of its run:

@@ -380,20 +380,18 @@ async def _low_rate_time_window(clock: FakeClock, reg: Registry) -> tuple[float,
 
 
 async def _locked_calls_between(clock: FakeClock, reg: Registry) -> tuple[float, Any]:
-    """A time window: 20 decorated 1 ms calls, then a 50 ms call through
-    breaker.call (under the lock), over and over."""
+    """A time window: 20 decorated 1 ms calls, then a 50 ms block under
+    ``async with`` (recorded under the lock), over and over."""
 
     @circuit("mixed", registry=reg, window_duration=60)
     async def fast() -> None:
         clock.advance(0.001)
 
-    async def slow() -> None:
-        clock.advance(0.050)
-
     for _ in range(3000):
         for _ in range(20):
             await fast()
-        await fast.breaker.call(slow)  # type: ignore[attr-defined]
+        async with fast.breaker:  # type: ignore[attr-defined]
+            clock.advance(0.050)
         clock.advance(0.01)
     return (20 * 0.001 + 0.050) / 21, fast.breaker  # type: ignore[attr-defined]
 
@@ -1100,3 +1098,22 @@ def test_lock_free_paths_hold_their_invariants_under_thread_chaos() -> None:
     assert sum(totals) > 1000
     # Every lock-free mode this configuration can reach was in force at times.
     assert {FAST_OPEN, FAST_UNTIMED, FAST_TIME} <= seen
+
+
+async def test_breaker_call_counts_settled_successes_without_the_lock() -> None:
+    """breaker.call takes the lock-free lane of a settled window too, and counts exactly."""
+    clock = FakeClock()
+    breaker = CircuitBreaker("call-lane", clock=clock, window_size=10)
+
+    async def read() -> int:
+        return 1
+
+    for _ in range(10):
+        await breaker.call(read)
+    m = breaker._m
+    assert m.lane > 0
+    before = m.lockfree
+    for _ in range(50):
+        assert await breaker.call(read) == 1
+    assert m.lockfree == before + 50
+    assert breaker.metrics()["successful_calls"] == 60
