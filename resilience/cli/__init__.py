@@ -8,8 +8,10 @@ runs (the demo needs the ``demo`` extra: ``pip install 'resilience-patterns[demo
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 __all__ = ("main",)
 
@@ -29,8 +31,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not math.isfinite(value) or not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
@@ -44,11 +46,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (no usage block): the line
+    names the option and the bad value; exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``resilience`` command."""
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="resilience",
         description="resilience-patterns: circuit breakers, fallbacks and failover for asyncio.",
     )
@@ -127,9 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=5.0,
         metavar="SECONDS",
-        help="HTTP timeout (default: 5)",
+        help="bound on the whole request, body included (default: 5)",
     )
     status.add_argument("--json", action="store_true", help="print the JSON as received")
+    status.add_argument(
+        "--token",
+        default=None,
+        help="send 'Authorization: Bearer TOKEN' (the middleware's status_guard); default "
+        "the RESILIENCE_STATUS_TOKEN environment variable",
+    )
     return parser
 
 
@@ -144,6 +160,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         from ._status import run_status
 
-        return run_status(args.url, timeout=args.timeout, raw=args.json)
+        return run_status(args.url, timeout=args.timeout, raw=args.json, token=args.token)
     parser.print_help(sys.stderr)
     return 2

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from resilience._redact import redact_url as redact
 from resilience.cli._demo import missing_packages
-from resilience.cli._demo._dsn import dsn_host_port, dsn_with_host_port, plain_tcp, redact
+from resilience.cli._demo._dsn import dsn_host_port, dsn_with_host_port, plain_tcp
 from resilience.cli._demo._plan import make_plan
 
 pytestmark = pytest.mark.integration
@@ -250,3 +251,106 @@ def test_dsn_helpers() -> None:
     assert "p w" not in redact(kv)
     with pytest.raises(ValueError, match="Unix socket"):
         dsn_host_port("postgresql:///shop?host=/var/run/postgresql")
+
+
+# -- options checked before anything starts (issue 15) ---------------------------
+
+
+def _demo_error(capsys: Any, *argv: str) -> tuple[int, str]:
+    from resilience.cli import main
+
+    try:
+        code = main(["demo", "--no-live", *argv])
+    except SystemExit as usage:  # argparse's own checks
+        code = int(usage.code or 0)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_a_dsn_password_in_the_query_is_never_printed(capsys: Any, tmp_path: Path) -> None:
+    """`--dsn ...?password=...` is shown redacted (here the DSN is refused up front)."""
+    code, err = _demo_error(
+        capsys, "--dsn", "postgresql://u@/db?host=/tmp/sock&password=hunter2", "--out",
+        str(tmp_path),
+    )  # fmt: skip
+    assert code == 2
+    line = _one_line(err)
+    assert "hunter2" not in line and "--dsn" in line
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--duration", "inf"), ("--duration", "1e9"), ("--rate", "inf"), ("--rate", "1e12"),
+     ("--duration", "nan"), ("--concurrency", "100000000")],
+)  # fmt: skip
+def test_unbounded_durations_and_rates_are_refused(
+    capsys: Any, tmp_path: Path, flag: str, value: str
+) -> None:
+    """Infinite or huge --duration/--rate/--concurrency are refused in one line, exit 2."""
+    code, err = _demo_error(capsys, flag, value, "--out", str(tmp_path))
+    assert code == 2
+    assert flag in _one_line(err)
+
+
+def test_an_unwritable_out_is_refused_before_the_run(capsys: Any, tmp_path: Path) -> None:
+    """--out that cannot be written is found before anything starts."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, err = _demo_error(capsys, "--out", str(blocker / "report"))
+    assert code == 2
+    assert "--out" in _one_line(err)
+
+
+@pytest.mark.parametrize(
+    "url", ["not a url", "http://127.0.0.1:6379", "redis://127.0.0.1:6379/zero", "redis://"]
+)
+def test_a_malformed_redis_url_is_refused(capsys: Any, tmp_path: Path, url: str) -> None:
+    """A malformed --redis-url is one line naming it."""
+    code, err = _demo_error(capsys, "--redis-url", url, "--out", str(tmp_path))
+    assert code == 2
+    assert "--redis-url" in _one_line(err)
+
+
+def test_an_unreachable_redis_url_is_refused_up_front(capsys: Any, tmp_path: Path) -> None:
+    """A --redis-url where nothing listens is refused before the run, password redacted."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    code, err = _demo_error(
+        capsys, "--redis-url", f"redis://:topsecret@127.0.0.1:{port}/0", "--out", str(tmp_path)
+    )
+    assert code == 2
+    line = _one_line(err)
+    assert "--redis-url" in line and "topsecret" not in line
+
+
+def test_a_reachable_redis_url_passes_the_check(redis_url: str) -> None:
+    """The machine's Redis answers PING: the check passes."""
+    from resilience.cli._demo._preflight import check_redis
+
+    check_redis(redis_url)
+
+
+def test_the_dsn_password_never_reaches_the_terminal(tmp_path: Path) -> None:
+    """A run against a DSN with ?password= and sslpassword= prints neither (it fails to connect)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dsn = f"postgresql://u@127.0.0.1:{port}/db?password=hunter2&sslpassword=opensesame"
+    done = subprocess.run(
+        [sys.executable, "-m", "resilience.cli", "demo", "--no-live", "--duration", "12",
+         "--out", str(tmp_path), "--dsn", dsn],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    printed = done.stdout + done.stderr
+    assert done.returncode == 1
+    assert "using PostgreSQL at" in printed
+    assert "hunter2" not in printed and "opensesame" not in printed
+    assert "Traceback" not in printed

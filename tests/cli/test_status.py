@@ -158,3 +158,104 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     """Without a command, the usage goes to stderr and the exit status is 2."""
     assert main([]) == 2
     assert "usage: resilience" in capsys.readouterr().err
+
+
+# -- issue 15: literal names, tokens, bounded answers ---------------------------------
+
+
+class _TokenHandler(BaseHTTPRequestHandler):
+    """/guarded needs `Bearer s3cret`; /endless streams forever; /huge is 20 MiB."""
+
+    def do_GET(self) -> None:
+        if self.path == "/guarded":
+            if self.headers.get("Authorization") != "Bearer s3cret":
+                self.send_error(401)
+                return
+            body = json.dumps([{"name": "svc[/]", "state": "open"}]).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path in ("/endless", "/huge"):
+            self.send_response(200)
+            self.end_headers()
+            chunk = b" " * 65536
+            for _ in range(320):  # 20 MiB at most, then stop by itself
+                try:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                except OSError:
+                    return
+                if self.path == "/endless":
+                    threading.Event().wait(0.05)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def token_server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _TokenHandler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def test_a_token_protected_endpoint_is_read_with_token(
+    token_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--token sends the bearer token; without it, a one-line hint."""
+    assert main(["status", f"{token_server}/guarded"]) == 1
+    err = capsys.readouterr().err
+    assert "401" in err and "--token" in err and len(err.strip().splitlines()) == 1
+    assert main(["status", f"{token_server}/guarded", "--token", "s3cret"]) == 0
+    assert "svc[/]" in capsys.readouterr().out
+
+
+def test_the_token_comes_from_the_environment(
+    token_server: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RESILIENCE_STATUS_TOKEN is the default token."""
+    monkeypatch.setenv("RESILIENCE_STATUS_TOKEN", "s3cret")
+    assert main(["status", f"{token_server}/guarded"]) == 0
+
+
+@pytest.mark.parametrize("name", ["svc[/]", "[link=https://e.x]y[/]", "[bold]b"])
+def test_breaker_names_are_printed_literally(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names are never rich markup: they print as they are, with no escapes."""
+    import io
+
+    monkeypatch.setenv("COLUMNS", "200")  # room for the whole name on one line
+    from resilience.cli._status import _rich_table
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Tty()
+    assert _rich_table("http://x", format_rows([{"name": name, "state": "open"}]), out)
+    text = out.getvalue()
+    assert name in text
+    assert "\x1b]8;" not in text  # no hyperlink escape
+
+
+def test_an_endless_body_is_bounded_in_time(
+    token_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--timeout bounds the whole answer, not each read."""
+    assert main(["status", f"{token_server}/endless", "--timeout", "0.5"]) == 1
+    assert "timed out" in capsys.readouterr().err
+
+
+def test_a_huge_body_is_bounded_in_size(token_server: str) -> None:
+    """An answer larger than max_bytes is refused, not read to the end."""
+    from resilience.cli._status import fetch_status
+
+    with pytest.raises(ValueError, match="larger than"):
+        fetch_status(f"{token_server}/huge", timeout=10, max_bytes=1_000_000)

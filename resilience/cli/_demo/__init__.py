@@ -17,7 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ._plan import MIN_DURATION, DemoOptions
+from ._plan import DemoOptions
+from ._preflight import OptionError, check_options
 
 __all__ = ("DEMO_PACKAGES", "missing_packages", "run_demo")
 
@@ -58,8 +59,10 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     options = _options(args)
-    if options.duration < MIN_DURATION:
-        print(f"resilience demo: --duration must be at least {MIN_DURATION:g} s", file=sys.stderr)
+    try:
+        check_options(options)
+    except OptionError as bad:
+        print(f"resilience demo: {bad}", file=sys.stderr)
         return EXIT_USAGE
 
     from .live import make_view

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-__all__ = ("dsn_host_port", "dsn_with_host_port", "plain_tcp", "redact")
+__all__ = ("dsn_host_port", "dsn_with_host_port", "plain_tcp")
 
 _KV = re.compile(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
 
@@ -63,17 +63,6 @@ def dsn_with_host_port(dsn: str, host: str, port: int) -> str:
     auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
     options = urllib.parse.urlencode(kv)
     return f"postgresql://{auth}{host}:{port}/{database}" + (f"?{options}" if options else "")
-
-
-def redact(dsn: str) -> str:
-    """The DSN with its password replaced by ``***``, for printing."""
-    if _is_url(dsn):
-        parts = urllib.parse.urlsplit(dsn)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-            return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-        return dsn
-    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
 
 
 def plain_tcp(dsn: str) -> str:

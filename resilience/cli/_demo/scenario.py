@@ -14,7 +14,8 @@ from typing import Any
 
 from resilience import CircuitBreaker, CircuitState
 
-from ._dsn import dsn_with_host_port, plain_tcp, redact
+from ..._redact import redact_url
+from ._dsn import dsn_with_host_port, plain_tcp
 from ._plan import RUN_KINDS, DemoOptions, Plan, make_plan
 from .app import STATUS_PATH, build_app
 from .database import Database, connect_database, seeded_schema
@@ -91,7 +92,7 @@ def _cache_factory(redis_url: str | None) -> tuple[str, Callable[[str], Any]]:
             serializer=PickleSerializer(),
         )
 
-    return f"Redis at {parts.hostname}:{parts.port or 6379}", make
+    return f"Redis at {parts.hostname}:{parts.port or 6379}", make  # no credentials shown
 
 
 async def run_scenario(
@@ -117,7 +118,7 @@ async def run_scenario(
         if options.dsn is None:
             view.message("starting a throwaway PostgreSQL (no --dsn given)...")
         else:
-            view.message(f"using PostgreSQL at {redact(options.dsn)}")
+            view.message(f"using PostgreSQL at {redact_url(options.dsn)}")
         database = await stack.enter_async_context(connect_database(options.dsn))
         schema = await stack.enter_async_context(seeded_schema(database.dsn, seed=options.seed))
         view.message(f"seeded schema {schema} (users, products, orders)")
