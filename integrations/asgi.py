@@ -144,11 +144,15 @@ def _retry_sort_key(exc: Rejection) -> float:
     return math.inf if seconds is None else seconds
 
 
-def _problem(exc: Rejection, problem_type: str) -> tuple[list[tuple[str, str]], bytes]:
+def _problem(
+    exc: Rejection, problem_type: str, expose_names: bool = False
+) -> tuple[list[tuple[str, str]], bytes]:
     """Headers and body of the 503 ``application/problem+json`` answer.
 
-    The body names the breaker (or bulkhead) and the wait, nothing else: no
-    exception text, no state, no failure category.
+    The body says what kind of trouble it is and how long to wait, nothing
+    else: no exception text, no state, no failure category, and no breaker
+    or bulkhead name (names can hold hosts and databases) unless
+    ``expose_names``. The log line (DEBUG, logger ``resilience``) names it.
     """
     retry_after = _retry_after(exc)
     body: dict[str, Any] = {
@@ -158,11 +162,18 @@ def _problem(exc: Rejection, problem_type: str) -> tuple[list[tuple[str, str]], 
     }
     if isinstance(exc, BulkheadFullError):
         body["detail"] = "The service is at capacity; try again shortly."
-        body["circuit"] = None
-        body["bulkhead"] = exc.name
+        if expose_names:
+            body["bulkhead"] = exc.name
     else:
         body["detail"] = "A dependency is temporarily unavailable; try again later."
-        body["circuit"] = exc.name
+        if expose_names:
+            body["circuit"] = exc.name
+    logger.debug(
+        "503: %s %r rejected the request (retry after %s s)",
+        "bulkhead" if isinstance(exc, BulkheadFullError) else "circuit",
+        exc.name,
+        retry_after,
+    )
     body["retry_after"] = retry_after
     payload = json.dumps(body, separators=(",", ":")).encode()
     headers = [
@@ -335,6 +346,19 @@ def _routes_of(app: Any) -> Sequence[Any] | None:
 # -- the middleware ---------------------------------------------------------------
 
 
+def _refuse_framework_app(app: Any) -> None:
+    """A Starlette (or FastAPI) application answers its own errors with 500
+    in its outermost middleware: wrapping it from outside could never turn a
+    rejection into a 503. Say so at construction, with the fix."""
+    for cls in type(app).__mro__:
+        if cls.__module__ == "starlette.applications" and cls.__name__ == "Starlette":
+            raise TypeError(
+                f"ResilienceMiddleware({type(app).__name__} app) would answer 500, not 503: "
+                f"the app's own error middleware answers first. Use "
+                f"app.add_middleware(ResilienceMiddleware, ...) instead"
+            )
+
+
 class _Exchange:
     """What the middleware saw of one response."""
 
@@ -380,6 +404,18 @@ class ResilienceMiddleware:
             Keep the names it returns bounded (templates, not raw paths).
         problem_type: the ``type`` member of problem+json answers: a URI
             documenting the error, default ``"about:blank"``.
+        expose_names: ``True`` puts the rejecting breaker's (or bulkhead's)
+            name in the public 503 body (``"circuit"``/``"bulkhead"``). Default
+            ``False``: names can hold hosts and databases
+            (``postgresql://10.0.0.5:5432/payments``), so the public body
+            carries none; the DEBUG log line and the status endpoint do.
+
+    Wrap an application with ``add_middleware`` in Starlette and FastAPI:
+    their own error middleware sits outside anything added later and answers
+    500 before an outer wrapper could answer 503, so
+    ``ResilienceMiddleware(starlette_app)`` is refused with a ``TypeError``
+    saying so. Any other ASGI application (Django's, a bare ASGI callable)
+    can be wrapped directly.
 
     Route templates are found before the application runs, from the routes of
     the wrapped app (or of ``scope["app"]``, which Starlette sets): Starlette
@@ -396,7 +432,11 @@ class ResilienceMiddleware:
         route_breakers: bool | Mapping[str, Any] = False,
         name_for: Callable[[Scope], str | None] | None = None,
         problem_type: str = "about:blank",
+        expose_names: bool = False,
     ) -> None:
+        _refuse_framework_app(app)
+        if not isinstance(expose_names, bool):
+            raise TypeError(f"expose_names must be True or False, got {expose_names!r}")
         if status_path is not None and not status_path.startswith("/"):
             raise ValueError(f"status_path must start with '/', got {status_path!r}")
         if name_for is not None and not callable(name_for):
@@ -410,6 +450,7 @@ class ResilienceMiddleware:
         self.route_config = _check_route_breakers(route_breakers)
         self.name_for = name_for
         self.problem_type = problem_type
+        self.expose_names = expose_names
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -490,7 +531,7 @@ class ResilienceMiddleware:
 
     async def _reject(self, exc: Rejection, send: Send) -> None:
         _notify_rejection(exc)
-        headers, body = _problem(exc, self.problem_type)
+        headers, body = _problem(exc, self.problem_type, self.expose_names)
         await _respond(send, 503, headers, body)
 
     async def _status(self, scope: Scope, send: Send) -> None:

@@ -68,7 +68,15 @@ from .asgi import (
 __all__ = ("ResilienceMiddleware",)
 
 _KEYS = frozenset(
-    {"REGISTRY", "STATUS_PATH", "STATUS_GUARD", "ROUTE_BREAKERS", "NAME_FOR", "PROBLEM_TYPE"}
+    {
+        "REGISTRY",
+        "STATUS_PATH",
+        "STATUS_GUARD",
+        "ROUTE_BREAKERS",
+        "NAME_FOR",
+        "PROBLEM_TYPE",
+        "EXPOSE_NAMES",
+    }
 )
 
 
@@ -94,6 +102,9 @@ class ResilienceMiddleware:
       taken from the URL pattern.
     - ``PROBLEM_TYPE``: the ``type`` of problem+json answers; default
       ``"about:blank"``.
+    - ``EXPOSE_NAMES``: ``True`` puts the rejecting breaker's (or bulkhead's)
+      name in the public 503 body; default ``False`` (names can hold hosts and
+      databases; the status endpoint and the DEBUG log keep them).
     """
 
     sync_capable = True
@@ -121,6 +132,11 @@ class ResilienceMiddleware:
         )
         self.name_for: Callable[[HttpRequest], str | None] | None = options.get("NAME_FOR")
         self.problem_type: str = options.get("PROBLEM_TYPE", "about:blank")
+        self.expose_names = options.get("EXPOSE_NAMES", False)
+        if not isinstance(self.expose_names, bool):
+            raise TypeError(
+                f"RESILIENCE['EXPOSE_NAMES'] must be True or False, got {self.expose_names!r}"
+            )
 
     # -- the two drivers ----------------------------------------------------
 
@@ -208,7 +224,7 @@ class ResilienceMiddleware:
         return f"{_bounded_method(request.method or '')} /{route}"
 
     def _problem_response(self, rejection: Rejection) -> HttpResponse:
-        headers, body = _problem(rejection, self.problem_type)
+        headers, body = _problem(rejection, self.problem_type, self.expose_names)
         response = HttpResponse(body, status=503, content_type="application/problem+json")
         for key, value in headers:
             if key not in ("content-type", "content-length"):

@@ -134,7 +134,7 @@ async def test_outage_and_recovery_over_real_http() -> None:
         assert {r.status_code for r in rejected} == {503}
         assert {r.headers["retry-after"] for r in rejected} == {"30"}
         assert rejected[0].headers["content-type"] == "application/problem+json"
-        assert rejected[0].json()["circuit"] == "downstream"
+        assert "downstream" not in rejected[0].text
         assert attempts["n"] == before
         assert elapsed < 5.0  # generous: twenty loopback round trips, no dependency calls
 

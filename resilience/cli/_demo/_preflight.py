@@ -47,9 +47,7 @@ def check_options(options: DemoOptions) -> None:
         check_redis(options.redis_url)
 
 
-def _check_number(
-    flag: str, value: float, low: float, high: float, *, above: bool = False
-) -> None:
+def _check_number(flag: str, value: float, low: float, high: float, *, above: bool = False) -> None:
     if not math.isfinite(value):
         raise OptionError(f"{flag} must be a finite number, got {value}")
     if value > high or (value <= low if above else value < low):
@@ -105,9 +103,7 @@ def check_redis(url: str) -> None:
                     reason = line.decode("utf-8", "replace")[:80] or "no answer"
                     raise OptionError(f"--redis-url {shown}: Redis said {reason}")
     except TimeoutError:
-        raise OptionError(
-            f"--redis-url {shown}: no answer within {REDIS_TIMEOUT:g} s"
-        ) from None
+        raise OptionError(f"--redis-url {shown}: no answer within {REDIS_TIMEOUT:g} s") from None
     except OSError as exc:
         raise OptionError(f"--redis-url {shown}: cannot connect: {exc.strerror or exc}") from None
 
