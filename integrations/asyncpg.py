@@ -224,6 +224,13 @@ _FETCH_MODES: Final = ("all", "one", "val", "none")
 _QUERY_KEYS: Final = frozenset({"query", "parameters", "fetch_mode", "timeout"})
 
 
+# Defaults a production service wants: a dead or black-holed server must never
+# hold a caller for long (docs/asyncpg.md, "Defaults").
+DEFAULT_CONNECT_TIMEOUT: Final = 2.0
+DEFAULT_COMMAND_TIMEOUT: Final = 5.0
+DEFAULT_ACQUIRE_TIMEOUT: Final = 5.0
+
+
 def _positive(name: str, value: float | None, *, allow_none: bool = False) -> float | None:
     if value is None and allow_none:
         return None
@@ -255,18 +262,23 @@ class ResilientPool:
         max_size: most connections at once, >= 1 and >= ``min_size``.
             Default 10.
         connect_timeout: seconds, > 0, allowed to open one connection
-            (TCP, TLS and authentication). Default 5.0.
+            (TCP, TLS and authentication). Default 2.0.
         command_timeout: seconds, > 0, allowed to each query unless the call
-            passes its own ``timeout``; ``None`` means no limit. Default 30.0.
+            passes its own ``timeout``; ``None`` means no limit. Default 5.0:
+            a web request's queries take milliseconds, and a server that
+            stops answering must not hold callers for long (give the few
+            long queries their own ``timeout=``).
         acquire_timeout: seconds, > 0, a call may wait for a free
             connection when all ``max_size`` are busy, before failing with
             :class:`PoolExhaustedError`; ``None`` means no limit. Connecting
-            is bounded by ``connect_timeout`` separately. Default 10.0.
+            is bounded by ``connect_timeout`` separately. Default 5.0.
         max_inactive_connection_lifetime: seconds after which an idle
             connection above ``min_size`` is closed; 0 disables. Default 300.0.
-        circuit_breaker_enabled: ``False`` puts the breaker in the sticky
-            DISABLED state: every call passes and nothing is recorded.
-            Default ``True``.
+        circuit_breaker_enabled: ``False`` gives this pool a breaker of its
+            own, not registered, in the sticky DISABLED state: every call
+            passes and nothing is recorded. The registry's breaker for the same
+            name (shared by other pools of the same server and database) is
+            not touched. Default ``True``.
         circuit_breaker_failure_threshold: the breaker's
             ``failure_threshold`` (consecutive failures that open it).
         circuit_breaker_recovery_timeout: the breaker's ``recovery_timeout``
@@ -307,9 +319,9 @@ class ResilientPool:
         password: str | None = None,
         min_size: int = 0,
         max_size: int = 10,
-        connect_timeout: float = 5.0,
-        command_timeout: float | None = 30.0,
-        acquire_timeout: float | None = 10.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        acquire_timeout: float | None = DEFAULT_ACQUIRE_TIMEOUT,
         max_inactive_connection_lifetime: float = 300.0,
         circuit_breaker_enabled: bool = True,
         circuit_breaker_failure_threshold: int | _Unset = _UNSET,
@@ -378,15 +390,26 @@ class ResilientPool:
                 raise TypeError("pass either breaker= or registry=, not both")
             if name is None:
                 name = breaker.name
+            if not circuit_breaker_enabled:
+                raise TypeError(
+                    "circuit_breaker_enabled=False with breaker=: the breaker is shared; "
+                    "call breaker.disable() if that is what you mean"
+                )
         else:
             if name is None:
                 name = default_name
-            chosen = registry if registry is not None else resilience.registry
-            breaker = chosen.get_or_create(name, **fields)
+            if circuit_breaker_enabled:
+                chosen = registry if registry is not None else resilience.registry
+                breaker = chosen.get_or_create(name, **fields)
+            else:
+                # This pool's choice only: a private breaker of its own, never
+                # registered, in DISABLED (every call passes, nothing is
+                # recorded). The shared breaker of the same server and
+                # database, which other pools use, is left as it is.
+                breaker = CircuitBreaker(name, **fields)
+                breaker.disable("circuit_breaker_enabled=False")
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
-        if not circuit_breaker_enabled:
-            breaker.disable("circuit_breaker_enabled=False")
 
         self._name = name
         self._breaker = breaker

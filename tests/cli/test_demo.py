@@ -82,9 +82,10 @@ def demo_report(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
 
 def test_demo_finishes_within_its_duration(demo_report: dict[str, Any]) -> None:
-    """A 28 s demo exits 0 within its bound (and a second for the interpreter)."""
+    """A 28 s demo exits 0 within its bound (plus the interpreter's start and exit,
+    which a loaded CI machine under coverage can stretch past a second)."""
     assert demo_report["complete"] is True
-    assert demo_report["_elapsed"] < 28 + 1
+    assert demo_report["_elapsed"] < 28 + 3
 
 
 def test_demo_writes_every_report_file(demo_report: dict[str, Any]) -> None:

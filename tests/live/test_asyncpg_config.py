@@ -214,9 +214,29 @@ def test_keywords_override_the_dsn_in_the_display(registry: Registry) -> None:
 
 
 def test_disabled_breaker_state(registry: Registry) -> None:
-    """circuit_breaker_enabled=False puts the breaker in DISABLED."""
+    """circuit_breaker_enabled=False gives the pool a DISABLED breaker of its own."""
     pool = ResilientPool(name="off", registry=registry, circuit_breaker_enabled=False)
     assert pool.circuit_breaker.state is CircuitState.DISABLED
+    assert registry.get("off") is None  # not registered
+
+
+def test_one_pool_disabling_its_breaker_leaves_the_shared_one_alone(registry: Registry) -> None:
+    """A pool with circuit_breaker_enabled=False does not switch off its neighbours' breaker."""
+    dsn = "postgresql://app@db.internal:5432/payments"
+    shared = ResilientPool(dsn, registry=registry)
+    ResilientPool(dsn, registry=registry, circuit_breaker_enabled=False)
+    later = ResilientPool(dsn, registry=registry)
+    assert shared.circuit_breaker.state is CircuitState.CLOSED
+    assert later.circuit_breaker is shared.circuit_breaker
+    assert later.circuit_breaker.state is CircuitState.CLOSED
+
+
+def test_disabling_a_passed_breaker_is_a_conflict(registry: Registry) -> None:
+    """breaker= with circuit_breaker_enabled=False is a TypeError (that breaker is shared)."""
+    breaker = registry.get_or_create("given")
+    with pytest.raises(TypeError, match="circuit_breaker_enabled"):
+        ResilientPool(breaker=breaker, circuit_breaker_enabled=False)
+    assert breaker.state is CircuitState.CLOSED
 
 
 @pytest.mark.parametrize(
