@@ -26,7 +26,6 @@ from resilience import (
     BulkheadFullError,
     CircuitBreaker,
     CircuitOpenError,
-    CircuitState,
     Registry,
     circuit,
     classify,
@@ -72,7 +71,6 @@ def _make_pool(dsn: str, breaker: CircuitBreaker, *, db_timeout: float) -> Any:
         connect_timeout=db_timeout,
         command_timeout=db_timeout,
         acquire_timeout=db_timeout,
-        circuit_breaker_enabled=breaker.state is not CircuitState.DISABLED,
         breaker=breaker,
     )
 
