@@ -24,7 +24,7 @@ from ._errors import (
 )
 from ._machine import Transition
 from ._registry import Registry, registry
-from ._store import LocalStore, StateStore
+from ._store import LocalStore, RemoteState, SharedBreaker, StateStore
 
 __version__ = "0.1.0.dev0"
 
@@ -47,7 +47,9 @@ __all__ = (
     "Outcome",
     "Permit",
     "Registry",
+    "RemoteState",
     "ResilienceError",
+    "SharedBreaker",
     "StateStore",
     "SystemClock",
     "Transition",

@@ -33,7 +33,7 @@ from ._machine import LOCK_FREE, Machine, Transition
 from ._states import CircuitState, ErrorCategory, Outcome
 
 if TYPE_CHECKING:
-    from ._store import StateStore
+    from ._store import RemoteState, StateStore
 
 __all__ = ("CircuitBreaker", "Listener", "Permit")
 
@@ -189,7 +189,9 @@ class CircuitBreaker:
         self._outbox: list[Transition] | None = None
         self._delivering: threading.RLock | None = None
         self._no_loop_warned = False
-        self._store = store
+        self._store: StateStore | None = None
+        if store is not None:
+            self._use_store(store)
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._name!r} {self._m.state.value}>"
@@ -697,7 +699,7 @@ class CircuitBreaker:
 
     def _deliver_one(self, t: Transition, collect: bool, collected: list[Any]) -> None:
         store = self._store
-        if store is not None:
+        if store is not None and not t.remote:
             try:
                 store.publish(self, t)
             except Exception:
@@ -760,6 +762,37 @@ class CircuitBreaker:
         clock = self._clock
         return clock.time() - (clock.monotonic() - at)
 
+    # -- sharing state across processes (resilience._store) -------------------
+
+    def _use_store(self, store: StateStore) -> None:
+        """Share this breaker's transitions through ``store`` from now on."""
+        self._store = store
+        with self._lock:
+            self._m.probe_gate = lambda: store.may_probe(self)
+
+    def shared_state(self) -> tuple[CircuitState, float]:
+        """``(state, seconds left in the open period)`` now (0.0 unless OPEN),
+        for a store re-proposing what this process knows."""
+
+        def read(m: Machine, now: float) -> tuple[CircuitState, float]:
+            state = m.current_state(now)
+            return state, max(0.0, m.open_until - now) if state is _OPEN else 0.0
+
+        return self._commit(read)
+
+    def apply_remote(self, remote: RemoteState) -> None:
+        """Adopt a transition made elsewhere in the fleet (see
+        ``Machine.apply_remote``); listeners hear it, the store does not get
+        it back."""
+        state = CircuitState(remote.state)
+        self._commit(lambda m, now: m.apply_remote(state, remote.remaining, now, remote.reason))
+
+    def _sharing(self) -> str:
+        store = self._store
+        if store is None or not getattr(store, "healthy", True):
+            return "local"
+        return "fleet"
+
     def status(self) -> dict[str, Any]:
         """A JSON-friendly snapshot of the breaker (no secrets, no exception text)."""
         return self._commit(self._snapshot)
@@ -783,6 +816,7 @@ class CircuitBreaker:
             "opened_at": self._wall(m.opened_at) if state is not _CLOSED else None,
             "retry_after": m.retry_after(now),
             "open_count": m.open_count,
+            "sharing": self._sharing(),
             "config": self._config.as_dict(),
         }
         return snapshot
@@ -806,6 +840,7 @@ class CircuitBreaker:
                 "failures_by_category": m.failures_by_category_dict(),
                 "state": m.state.value,
                 "state_changes": m.state_changes,
+                "sharing": self._sharing(),
                 "avg_latency_ms": mean * 1000.0 if mean is not None else 0.0,
                 "p99_latency_ms": p99 * 1000.0 if p99 is not None else 0.0,
             }

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import random
 import sys
+from collections.abc import Callable
 from typing import NamedTuple
 
 from ._config import CircuitConfig
@@ -95,6 +96,12 @@ class Transition(NamedTuple):
     new: CircuitState
     reason: str
     at: float  # monotonic time at which it took effect (a lazy one: its deadline)
+    remote: bool = False  # made elsewhere in the fleet: not published again
+
+
+PROBE_RECHECK = 0.1
+"""Seconds an OPEN breaker whose store says another process probes waits
+before asking again (rejecting meanwhile, without the lock)."""
 
 
 def _fmt_seconds(value: float) -> str:
@@ -134,6 +141,7 @@ class Machine:
         "open_until",
         "opened_at",
         "pending",
+        "probe_gate",
         "probe_since",
         "rejected_calls",
         "rejected_retry_after",
@@ -157,6 +165,9 @@ class Machine:
         # A Random holds 2.5 KB of state: breakers share one unless given theirs.
         self.rng = rng if rng is not None else _SHARED_RNG
         self.pending: list[Transition] | None = None
+        # Set by a shared store: whether this process may probe when an open
+        # period ends (None: always, the local default).
+        self.probe_gate: Callable[[], bool] | None = None
         self.consecutive_failures = 0
         self.consecutive_openings = 0  # openings since the last close (backoff)
         self.half_open_successes = 0
@@ -286,18 +297,20 @@ class Machine:
 
     def would_admit(self, now: float) -> bool:
         """Whether :meth:`admit` would admit a call at ``now`` (admits nothing)."""
-        s = self.current_state(now)
+        s = self.current_state(now, admitting=True)
         if s is _HALF_OPEN:
             return self.half_open_inflight < self.half_open_max
         return s is _CLOSED or s is _METRICS_ONLY or s is _DISABLED
 
-    def current_state(self, now: float) -> CircuitState:
-        """The state at ``now``, after any lazy transition that is due."""
+    def current_state(self, now: float, admitting: bool = False) -> CircuitState:
+        """The state at ``now``, after any lazy transition that is due
+        (``admitting``: as an admission would see it, asking a shared store
+        whether this process may probe)."""
         s = self.state
         if (s is _OPEN and now >= self.open_until) or (
             s is _HALF_OPEN and now >= self.half_open_until
         ):
-            self._catch_up(now)
+            self._catch_up(now, admitting)
         return self.state
 
     # -- results -----------------------------------------------------------
@@ -529,9 +542,9 @@ class Machine:
 
     # -- transitions -------------------------------------------------------
 
-    def _set(self, new: CircuitState, reason: str, at: float) -> None:
+    def _set(self, new: CircuitState, reason: str, at: float, remote: bool = False) -> None:
         self.lane = LANE_LOCKED
-        t = Transition(self.state, new, reason, at)
+        t = Transition(self.state, new, reason, at, remote)
         if self.pending is None:
             self.pending = [t]
         else:
@@ -571,7 +584,7 @@ class Machine:
         self.half_open_until = _INF
         self.probe_since = None
 
-    def _close(self, at: float, reason: str) -> None:
+    def _close(self, at: float, reason: str, remote: bool = False) -> None:
         self.lane = LANE_LOCKED
         self.fold()
         self.window.clear()
@@ -579,13 +592,19 @@ class Machine:
         self.consecutive_openings = 0
         self.opened_at = None
         self._leave_half_open()
-        self._set(_CLOSED, reason, at)
+        self._set(_CLOSED, reason, at, remote)
 
-    def _catch_up(self, now: float) -> None:
+    def _catch_up(self, now: float, admitting: bool = True) -> None:
         """Apply, at their deadlines, the lazy transitions due by ``now``: at
         most a timed-out HALF_OPEN re-opening, then the OPEN period ending.
         An idle HALF_OPEN has no deadline (it waits for its first probe), so
-        nothing here can repeat, whatever ``now`` or the periods are."""
+        nothing here can repeat, whatever ``now`` or the periods are.
+
+        With a shared store (``probe_gate``), the open period ends in
+        HALF_OPEN only in the process the store lets probe; the others stay
+        OPEN and ask again after :data:`PROBE_RECHECK`. A read of the state
+        (``admitting`` false) never asks.
+        """
         if self.state is _HALF_OPEN and now >= self.half_open_until:
             assert self.half_open_timeout is not None
             self._open(
@@ -593,7 +612,41 @@ class Machine:
                 f"half-open undecided after {_fmt_seconds(self.half_open_timeout)}",
             )
         if self.state is _OPEN and now >= self.open_until:
+            gate = self.probe_gate
+            if gate is not None and (not admitting or not gate()):
+                if admitting:
+                    self.open_until = now + PROBE_RECHECK
+                return
             self._half_open(self.open_until, f"open for {_fmt_seconds(self.open_period)}; probing")
+
+    def apply_remote(self, state: CircuitState, remaining: float, now: float, reason: str) -> None:
+        """Adopt the fleet's state, decided elsewhere (queued as a remote
+        transition, which the store does not publish again).
+
+        OPEN: open until ``now + remaining`` (the fleet's deadline, on this
+        process's clock). HALF_OPEN (another process holds the probe lease):
+        stay or become OPEN until the lease's ``remaining`` runs out, and ask
+        again then. CLOSED: close. The manual states (FORCED_OPEN, DISABLED,
+        METRICS_ONLY) are this process's own and are kept.
+        """
+        s = self.state
+        if s is _FORCED_OPEN or s is _DISABLED or s is _METRICS_ONLY:
+            return
+        if state is _OPEN or state is _HALF_OPEN:
+            until = now + max(0.0, remaining)
+            if s is _OPEN:
+                self.open_until = until  # the fleet's deadline; no transition
+                return
+            self.consecutive_openings += 1
+            self.open_base = max(self.open_base, self.config.recovery_timeout)
+            self.open_period = max(0.0, remaining)
+            self.open_until = until
+            self.opened_at = now
+            self._leave_half_open()
+            self.open_count += 1
+            self._set(_OPEN, reason, now, remote=True)
+        elif state is _CLOSED and (s is _OPEN or s is _HALF_OPEN):
+            self._close(now, reason, remote=True)
 
     def transition_to(self, state: CircuitState, reason: str, now: float) -> None:
         """Move to ``state`` by hand; a move to the current state does nothing."""

@@ -21,8 +21,10 @@ class Registry:
 
     Args:
         clock: passed to every breaker this registry creates (default: system clock).
-        store: a :class:`StateStore` every created breaker publishes to
-            (default: none, in-process only).
+        store: a :class:`StateStore` every created breaker shares its
+            transitions through (default: none, in-process only); or later,
+            :meth:`use_store`.
+        rng: a ``random.Random`` for every created breaker's random draws.
 
     ``resilience.registry`` is the process-wide default; build your own for
     isolation (tests, or one per tenant).
@@ -42,6 +44,32 @@ class Registry:
         self._store = store
         self._lock = threading.Lock()
         self._breakers: dict[str, CircuitBreaker] = {}
+
+    def use_store(self, store: StateStore) -> None:
+        """Share every breaker of this registry through ``store``: those
+        already created (``@circuit`` creates them at import time, before an
+        app connects to Redis) and every later one. Call it once, at startup.
+
+        Raises:
+            TypeError: ``store`` is not a :class:`StateStore`.
+            RuntimeError: the registry already shares through another store.
+        """
+        if not isinstance(store, StateStore):
+            raise TypeError(f"use_store needs a StateStore, got {store!r}")
+        with self._lock:
+            if self._store is not None and self._store is not store:
+                raise RuntimeError("this registry already shares its breakers through a store")
+            self._store = store
+            breakers = list(self._breakers.values())
+        for breaker in breakers:
+            if breaker._store is not store:
+                breaker._use_store(store)
+                store.attach(breaker)
+
+    @property
+    def store(self) -> StateStore | None:
+        """The store breakers share their state through, or ``None``."""
+        return self._store
 
     @property
     def clock(self) -> Clock | None:
@@ -82,9 +110,13 @@ class Registry:
                     **fields,
                 )
                 self._breakers[name] = breaker
-                if self._store is not None:
-                    self._store.attach(breaker)
-                return breaker
+                store = self._store
+        if existing is None:
+            # Outside the registry's lock: a store may read its row (I/O), and
+            # a remote state it applies reaches listeners.
+            if store is not None:
+                store.attach(breaker)
+            return breaker
         if config is not None or fields or classifier is not None:
             wanted = make_config(config if config is not None else existing.config, fields)
             differ = existing._same_settings(wanted, classifier)

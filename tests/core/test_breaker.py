@@ -695,6 +695,7 @@ async def test_status_has_the_documented_keys(make: Make, fake_clock: FakeClock)
         "opened_at",
         "retry_after",
         "open_count",
+        "sharing",
         "config",
     }
     assert s["last_failure_time"] == fake_clock.time()
@@ -725,6 +726,7 @@ async def test_metrics_have_the_documented_keys(make: Make, fake_clock: FakeCloc
         "failures_by_category",
         "state",
         "state_changes",
+        "sharing",
         "avg_latency_ms",
         "p99_latency_ms",
     }

@@ -1,0 +1,330 @@
+"""RedisStore against a real Redis: breakers of several processes (each a
+Registry with its own store, its own connections and threads; one test
+spawns real processes) share their transitions.
+
+Every wait is on a condition with a deadline; nothing sleeps to let time pass
+for an assertion. Keys live under a fresh prefix per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+redis = pytest.importorskip("redis")
+
+from resilience import CircuitBreaker, CircuitOpenError, CircuitState, Registry  # noqa: E402
+from resilience.integrations.redis import RedisStore  # noqa: E402
+from resilience.testing import FaultProxy  # noqa: E402
+
+WAIT = 10.0  # the longest any condition may take on a loaded machine
+
+
+class Down(ConnectionError):
+    """The dependency is down."""
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A fresh key prefix; its keys are deleted afterwards."""
+    name = f"rt-{uuid.uuid4().hex[:10]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{name}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def fleet(redis_url: str, prefix: str) -> Iterator[Callable[..., Registry]]:
+    """Make 'processes': registries sharing through stores of their own."""
+    stores: list[RedisStore] = []
+
+    def make(url: str | None = None, **options: Any) -> Registry:
+        options.setdefault("refresh_interval", 0.5)
+        store = RedisStore(url or redis_url, prefix=prefix, **options)
+        stores.append(store)
+        return Registry(store=store)
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+async def until(condition: Callable[[], bool], what: str, limit: float = WAIT) -> None:
+    """Wait for ``condition()`` to hold (polling), or fail naming ``what``."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def trip(breaker: CircuitBreaker) -> None:
+    for _ in range(breaker.config.failure_threshold):
+        permit = breaker.try_acquire()
+        assert permit is not None
+        permit.failure(Down())
+
+
+SETTINGS: dict[str, Any] = {
+    "failure_threshold": 2,
+    "recovery_timeout": 0.4,
+    "success_threshold": 1,
+    "half_open_max_calls": 1,
+}
+
+
+async def test_a_trip_in_one_process_opens_the_breaker_in_every_other(
+    fleet: Callable[..., Registry],
+) -> None:
+    """One process's trip reaches the others by pub/sub: they reject without a failure."""
+    regs = [fleet() for _ in range(3)]
+    breakers = [r.get_or_create("dep", failure_threshold=3, recovery_timeout=30) for r in regs]
+    trip(breakers[0])
+    await until(
+        lambda: all(b.state is CircuitState.OPEN for b in breakers), "every process to open"
+    )
+    for b in breakers[1:]:
+        assert b.metrics()["failed_calls"] == 0
+        assert b.status()["sharing"] == "fleet"
+        with pytest.raises(CircuitOpenError) as info:
+            await b.call(_ok)
+        assert 0 < (info.value.retry_after or 0) <= 30
+
+
+async def _ok() -> int:
+    return 1
+
+
+async def _down() -> int:
+    raise Down("still down")
+
+
+async def test_one_probe_for_the_whole_fleet_per_half_open_round(
+    fleet: Callable[..., Registry],
+) -> None:
+    """When the open period ends, exactly half_open_max_calls dependency calls are made
+    fleet-wide per round, however many processes call; a success closes every process."""
+    regs = [fleet() for _ in range(4)]
+    breakers = [r.get_or_create("db", **SETTINGS) for r in regs]
+    stores = [r.store for r in regs]
+    trip(breakers[0])
+    await until(lambda: all(b.state is CircuitState.OPEN for b in breakers), "all open")
+    dependency_up = False
+    probes: list[int] = []  # the fleet round (the row's epoch) of each dependency call
+
+    def dependency_for(store: Any, breaker: CircuitBreaker) -> Callable[[], Any]:
+        async def dependency() -> int:
+            if breaker.status()["state"] != "closed":  # a probe, not a call after closing
+                probes.append(store._rows["db"].epoch)
+            if not dependency_up:
+                raise Down()
+            return 1
+
+        return dependency
+
+    calls = [dependency_for(store, b) for store, b in zip(stores, breakers, strict=True)]
+
+    async def everyone_calls() -> None:
+        for b, call in zip(breakers, calls, strict=True):
+            try:
+                await b.call(call)
+            except (CircuitOpenError, Down):
+                pass
+
+    deadline = time.monotonic() + WAIT
+    while len(set(probes)) < 3:  # three failed rounds
+        assert time.monotonic() < deadline, f"rounds so far: {probes}"
+        await everyone_calls()
+        await asyncio.sleep(0.005)
+    rounds = [probes.count(epoch) for epoch in sorted(set(probes))]
+    assert rounds == [1] * len(rounds)  # one probe per round, fleet-wide
+    dependency_up = True
+    while not all(b.state is CircuitState.CLOSED for b in breakers):
+        assert time.monotonic() < deadline + WAIT, "the fleet did not close"
+        await everyone_calls()
+        await asyncio.sleep(0.005)
+    rounds = [probes.count(epoch) for epoch in sorted(set(probes))]
+    assert rounds == [1] * len(rounds)
+
+
+async def test_a_new_process_rejects_from_its_first_call_during_a_known_outage(
+    fleet: Callable[..., Registry],
+) -> None:
+    """A process that starts while the fleet is open reads the row at attach."""
+    first = fleet().get_or_create("svc", failure_threshold=1, recovery_timeout=30)
+    trip(first)
+    await until(lambda: first.status()["sharing"] == "fleet", "sharing")
+    # Wait until the row is written (the proposal is asynchronous).
+    await until(lambda: _row_state(fleet, "svc") == "open", "the row to be written")
+    late = fleet().get_or_create("svc", failure_threshold=1, recovery_timeout=30)
+    assert late.state is CircuitState.OPEN
+    with pytest.raises(CircuitOpenError):
+        await late.call(_ok)
+
+
+def _row_state(fleet: Any, name: str) -> str:
+    store: RedisStore = fleet().store  # a throwaway reader on the same prefix
+    raw = store._client.hget(store._key(name), "state")
+    store.close()
+    return raw.decode() if raw else ""
+
+
+class OffsetClock:
+    """A process whose clocks are an hour ahead."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+
+async def test_clocks_offset_by_an_hour_see_the_same_deadline(redis_url: str, prefix: str) -> None:
+    """Deadlines travel as remaining milliseconds: a process an hour ahead agrees."""
+    clock = OffsetClock(3600.0)
+    a = RedisStore(redis_url, prefix=prefix, refresh_interval=0.5)
+    b = RedisStore(redis_url, prefix=prefix, refresh_interval=0.5, clock=clock)
+    try:
+        ra, rb = Registry(store=a), Registry(store=b, clock=clock)
+        ba = ra.get_or_create("x", failure_threshold=1, recovery_timeout=20)
+        bb = rb.get_or_create("x", failure_threshold=1, recovery_timeout=20)
+        trip(ba)
+        await until(lambda: bb.state is CircuitState.OPEN, "the offset process to open")
+        left = bb.status()["retry_after"]
+        assert 15 < left <= 20  # not 3,620 s, not 0
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.fixture
+async def redis_proxy(redis_host_port: tuple[str, int]) -> AsyncIterator[FaultProxy]:
+    async with FaultProxy(*redis_host_port) as proxy:
+        yield proxy
+
+
+async def test_with_redis_down_breakers_trip_locally_and_reshare_when_it_returns(
+    fleet: Callable[..., Registry], redis_proxy: FaultProxy, redis_url: str
+) -> None:
+    """Redis refusing: local trips still happen, every call keeps its cost; when Redis
+    returns the open state is proposed again and the others hear it."""
+    db = redis_url.rsplit("/", 1)[-1]
+    through = fleet(f"redis://{redis_proxy.address}/{db}")
+    other = fleet()
+    mine = through.get_or_create("flaky", failure_threshold=2, recovery_timeout=60)
+    theirs = other.get_or_create("flaky", failure_threshold=2, recovery_timeout=60)
+    redis_proxy.refuse()
+    store = through.store
+    assert isinstance(store, RedisStore)
+    store._post_reconcile()  # the next turn reads, and fails
+    await until(lambda: not store.healthy, "the store to notice")
+    assert mine.status()["sharing"] == "local"
+    trip(mine)
+    assert mine.state is CircuitState.OPEN  # a local trip, Redis or not
+    assert theirs.state is CircuitState.CLOSED
+    redis_proxy.pass_through()
+    await until(lambda: store.healthy, "the store to recover")
+    await until(lambda: theirs.state is CircuitState.OPEN, "the open state to be re-shared")
+
+
+async def test_an_emptied_redis_closes_nothing(
+    fleet: Callable[..., Registry], redis_url: str, prefix: str
+) -> None:
+    """The row deleted while open: nobody closes, and the open state is proposed again."""
+    regs = [fleet() for _ in range(2)]
+    breakers = [r.get_or_create("gone", failure_threshold=1, recovery_timeout=30) for r in regs]
+    trip(breakers[0])
+    await until(lambda: all(b.state is CircuitState.OPEN for b in breakers), "all open")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        await until(lambda: client.exists(f"{prefix}:{{gone}}") == 1, "the row")
+        client.delete(f"{prefix}:{{gone}}")
+        await until(lambda: client.exists(f"{prefix}:{{gone}}") == 1, "the row proposed again")
+    finally:
+        client.close()
+    assert all(b.state is CircuitState.OPEN for b in breakers)
+
+
+async def test_the_hot_path_sends_redis_nothing(
+    fleet: Callable[..., Registry], redis_url: str
+) -> None:
+    """Closed calls and rejections send no command: the store's counters do not move."""
+    reg = fleet()
+    store = reg.store
+    assert isinstance(store, RedisStore)
+    guarded = reg.get_or_create("hot", failure_threshold=1, recovery_timeout=30)(_ok)
+    for _ in range(200):
+        await guarded()
+    assert store.script_calls == 0
+    trip(reg.get_or_create("hot"))
+    await until(lambda: store.script_calls == 1, "the one proposal")
+    for _ in range(200):
+        with pytest.raises(CircuitOpenError):
+            await guarded()
+    assert store.script_calls == 1
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys, time
+    from resilience import Registry, CircuitState
+    from resilience.integrations.redis import RedisStore
+
+    store = RedisStore(sys.argv[1], prefix=sys.argv[2], refresh_interval=0.5)
+    breaker = Registry(store=store).get_or_create("shared", failure_threshold=1,
+                                                  recovery_timeout=30)
+    print("ready", flush=True)
+    deadline = time.monotonic() + 20
+    while breaker.state is not CircuitState.OPEN and time.monotonic() < deadline:
+        time.sleep(0.005)
+    print("open" if breaker.state is CircuitState.OPEN else "never", flush=True)
+    store.close()
+    """
+)
+
+
+def test_real_processes_hear_a_trip(redis_url: str, prefix: str) -> None:
+    """Three spawned worker processes each see a trip made in this one."""
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, redis_url, prefix],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(3)
+    ]
+    store = RedisStore(redis_url, prefix=prefix, refresh_interval=0.5)
+    try:
+        for w in workers:
+            assert w.stdout is not None
+            assert w.stdout.readline().strip() == "ready"
+        breaker = Registry(store=store).get_or_create("shared", failure_threshold=1,
+                                                      recovery_timeout=30)  # fmt: skip
+        trip(breaker)
+        for w in workers:
+            out, _ = w.communicate(timeout=30)
+            assert out.strip() == "open"
+            assert w.returncode == 0
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+        store.close()
