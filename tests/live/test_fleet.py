@@ -328,3 +328,66 @@ def test_real_processes_hear_a_trip(redis_url: str, prefix: str) -> None:
                 w.kill()
                 w.wait()
         store.close()
+
+
+async def test_a_killed_prober_is_replaced_when_its_lease_runs_out(
+    fleet: Callable[..., Registry],
+) -> None:
+    """The process holding the probe lease dies mid-probe: another probes after the lease."""
+    regs = [fleet(probe_lease=0.6) for _ in range(3)]
+    breakers = [r.get_or_create("lease", **SETTINGS) for r in regs]
+    trip(breakers[0])
+    await until(lambda: all(b.state is CircuitState.OPEN for b in breakers), "all open")
+    hung: list[int] = []
+
+    async def never_answers() -> int:
+        hung.append(1)
+        await asyncio.Event().wait()  # the prober hangs...
+        return 1
+
+    # Everyone calls until one process starts a probe that never ends.
+    probing: asyncio.Task[int] | None = None
+    deadline = time.monotonic() + WAIT
+    while probing is None:
+        assert time.monotonic() < deadline, "no process probed"
+        for i, b in enumerate(breakers):
+            if b.state is CircuitState.HALF_OPEN or b.rejection() is None:
+                probing = asyncio.create_task(b.call(never_answers))
+                dead = i
+                break
+        await asyncio.sleep(0.01)
+    await until(lambda: bool(hung), "the probe to start")
+    regs[dead].store.close()  # ...and its process is killed  # type: ignore[union-attr]
+    survivors = [b for i, b in enumerate(breakers) if i != dead]
+
+    async def recovered() -> int:
+        return 1
+
+    while not any(b.state is CircuitState.CLOSED for b in survivors):
+        assert time.monotonic() < deadline + WAIT, "nobody took over the probe"
+        for b in survivors:
+            try:
+                await b.call(recovered)
+            except CircuitOpenError:
+                pass
+        await asyncio.sleep(0.01)
+    probing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probing
+
+
+async def test_a_lost_pubsub_connection_is_covered_by_reconciliation(
+    fleet: Callable[..., Registry], redis_proxy: FaultProxy, redis_url: str
+) -> None:
+    """Pub/sub cut while another process trips: the reconnect reads the row and opens."""
+    db = redis_url.rsplit("/", 1)[-1]
+    deaf = fleet(f"redis://{redis_proxy.address}/{db}", refresh_interval=5.0)
+    loud = fleet()
+    mine = deaf.get_or_create("cut", failure_threshold=1, recovery_timeout=30)
+    theirs = loud.get_or_create("cut", failure_threshold=1, recovery_timeout=30)
+    redis_proxy.blackhole()  # the subscription hears nothing from now on
+    trip(theirs)
+    redis_proxy.reset()  # ...then its connection is cut
+    redis_proxy.pass_through()
+    await until(lambda: mine.state is CircuitState.OPEN, "the reconnect to catch up")
+    assert mine.metrics()["failed_calls"] == 0
