@@ -28,6 +28,7 @@ async def test_a_cache_read_error_is_a_miss(
     get = make_get(cache)
 
     await get(1)
+    await get.fallback.flush()
     dep.down = True
     cache.get_error = OSError("cache down")
     with pytest.raises(ConnectionError, match="dependency down"):
@@ -43,6 +44,7 @@ async def test_a_cache_write_error_never_fails_a_good_call(
     get = make_get(cache)
 
     assert (await get(1))["call"] == 1
+    await get.fallback.flush()
     assert "cache write failed" in caplog.text
 
 
@@ -54,8 +56,9 @@ async def test_a_dead_cache_is_left_alone(
 
     get = make_get(cache, clock=FakeClock())
 
-    for _ in range(5):
-        await get(1)
+    for x in range(5):
+        await get(x)
+        await get.fallback.flush()
     assert cache.sets == 3
     assert get.cache_breaker.state is CircuitState.OPEN  # type: ignore[attr-defined]
 
@@ -69,11 +72,13 @@ async def test_the_cache_is_used_again_after_it_recovers(
 
     get = make_get(cache, clock=clock)
 
-    for _ in range(3):
-        await get(1)
+    for x in range(3):
+        await get(x)
+        await get.fallback.flush()
     cache.set_error = None
     clock.advance(10)
     good = await get(1)
+    await get.fallback.flush()
     dep.down = True
     assert await get(1) == good
 
@@ -92,6 +97,7 @@ async def test_an_unserialisable_value_is_reported_clearly(
 
     lock = await get_lock(1)
     assert hasattr(lock, "acquire")
+    await get_lock.fallback.flush()  # type: ignore[attr-defined]
     record = next(r for r in caplog.records if r.levelno == logging.ERROR)
     message = record.getMessage()
     assert "get_lock" in message
@@ -111,6 +117,7 @@ async def test_an_unserialisable_value_is_reported_once(
 
     for i in range(5):
         await get_lock(i)
+        await get_lock.fallback.flush()  # type: ignore[attr-defined]
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
 
 
@@ -124,6 +131,7 @@ async def test_unserialisable_values_do_not_open_the_cache_breaker() -> None:
 
     for i in range(5):
         await get_lock(i)
+        await get_lock.fallback.flush()  # type: ignore[attr-defined]
     assert get_lock.cache_breaker.state is CircuitState.CLOSED  # type: ignore[attr-defined]
 
 
@@ -145,6 +153,7 @@ async def test_a_slow_cache_is_switched_off(make_get: MakeGet, dep: Dependency) 
 
     for x in range(10):
         await get(x)
+        await get.fallback.flush()
     assert get.cache_breaker.state is CircuitState.OPEN  # type: ignore[attr-defined]
     assert cache.sets <= 5
     assert dep.calls == 10

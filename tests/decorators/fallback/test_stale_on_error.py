@@ -28,6 +28,7 @@ async def test_a_success_is_written_through(
     get = make_get(cache, clock=clock)
 
     value = await get(1)
+    await get.fallback.flush()
     assert cache.data[get.cache_key(1)] == (value, clock.time())
 
 
@@ -134,6 +135,7 @@ async def test_ttl_is_passed_to_the_cache(
     get = make_get(cache, ttl=300)
 
     await get(1)
+    await get.fallback.flush()
     assert cache.ttls[get.cache_key(1)] == 300
     assert type(cache.ttls[get.cache_key(1)]) is int
 
@@ -176,6 +178,7 @@ async def test_ttl_none_serves_whatever_the_cache_kept(
     get = make_get(cache, ttl=None, clock=clock)
 
     good = await get(1)
+    await get.fallback.flush()
     dep.down = True
     clock.advance(10**9)
     assert await get(1) == good
@@ -237,6 +240,7 @@ async def test_fresh_ttl_calls_once_the_entry_is_older(
     clock.advance(11)
     second = await get(1)
     assert second["call"] == 2
+    await get.fallback.flush()
     assert cache.data[get.cache_key(1)][0] == second
 
 
@@ -249,6 +253,7 @@ async def test_fresh_ttl_serves_the_stale_entry_on_failure_without_a_second_read
     get = make_get(cache, fresh_ttl=10, clock=clock)
 
     good = await get(1)
+    await get.fallback.flush()
     clock.advance(11)
     dep.down = True
     reads = cache.gets

@@ -54,6 +54,7 @@ def test_a_sync_cache_read_error_is_a_miss(dep: Dependency) -> None:
         return dep.fetch_sync(x)
 
     get(1)
+    assert get.fallback.flush_sync()  # type: ignore[attr-defined]
     dep.down = True
     cache.get_error = OSError("cache down")
     with pytest.raises(ConnectionError):
@@ -74,6 +75,7 @@ def test_a_sync_cache_write_error_never_fails_a_good_call(
         return dep.fetch_sync(x)
 
     assert get(1)["call"] == 1
+    assert get.fallback.flush_sync()  # type: ignore[attr-defined]
     assert "cache write failed" in caplog.text
 
 
