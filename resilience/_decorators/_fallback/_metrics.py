@@ -20,6 +20,8 @@ class FallbackMetrics:
         dropped: pending writes dropped because the queue was full (oldest first).
         cache_errors: cache reads and writes that failed (timeouts included;
             not the calls refused while the cache's breaker is open).
+        rejected: cache reads and writes not tried because the cache's
+            breaker was open.
         served_stale: failures answered with a cached value (or a pending one).
         served_default: failures answered with the default.
         last_served_age / max_served_age: the age in seconds of the cached
@@ -32,6 +34,7 @@ class FallbackMetrics:
         "dropped",
         "last_served_age",
         "max_served_age",
+        "rejected",
         "served_default",
         "served_stale",
         "skipped",
@@ -44,6 +47,7 @@ class FallbackMetrics:
         self.skipped = 0
         self.dropped = 0
         self.cache_errors = 0
+        self.rejected = 0
         self.served_stale = 0
         self.served_default = 0
         self.last_served_age: float | None = None
@@ -66,6 +70,7 @@ class FallbackMetrics:
             "dropped": self.dropped,
             "pending": pending,
             "cache_errors": self.cache_errors,
+            "rejected": self.rejected,
             "served_stale": self.served_stale,
             "served_default": self.served_default,
             "last_served_age": self.last_served_age,

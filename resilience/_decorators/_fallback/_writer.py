@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import hashlib
+import inspect
 import logging
 import pickle
 import threading
@@ -46,7 +47,8 @@ __all__ = (
 logger = logging.getLogger("resilience")
 
 MAX_PENDING: Final = 10_000  # pending writes per cache before the oldest is dropped
-CHUNK: Final = 32  # writes sent concurrently by the async writer
+CHUNK: Final = 8  # writes sent concurrently by the async writer (and connections it may open)
+MULTI_CHUNK: Final = 100  # values per multi_set, for caches that have one (one round trip)
 WRITE_BOUND: Final = 5.0  # seconds a chunk of writes may take before it is given up
 SHUTDOWN_BOUND: Final = 2.0  # seconds left to pending writes at loop or interpreter exit
 IDLE_EXIT: Final = 5.0  # seconds an idle writer thread waits before it ends
@@ -67,8 +69,15 @@ class Owner(Protocol):
         """The same, for a sync cache."""
         ...
 
+    async def store_many_async(self, pairs: list[tuple[str, Entry]]) -> bool | None:
+        """Write several entries in one ``multi_set``: ``True`` once written,
+        ``False`` on a cache error, ``None`` when a value cannot be stored
+        (then they are written one by one). Never raises."""
+        ...
+
 
 Item = tuple[Owner, Any, float]  # (owner, value, stored_at)
+Todo = tuple[str, Item, bytes | None]  # (key, item, fingerprint)
 
 
 def fingerprint(value: Any) -> bytes | None:
@@ -154,6 +163,8 @@ class AsyncWriter(Writer):
         super().__init__(cache, max_pending)
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # aiocache caches pipeline several writes into one round trip.
+        self._multi = inspect.iscoroutinefunction(getattr(cache, "multi_set", None))
 
     def submit(self, owner: Owner, key: str, value: Any, stored_at: float) -> None:
         """Schedule the write of ``value``; called on the loop, never blocks."""
@@ -194,19 +205,23 @@ class AsyncWriter(Writer):
         self.inflight = batch
         done: set[str] = set()
         try:
-            items = list(batch.items())
-            for start in range(0, len(items), CHUNK):
-                chunk = items[start : start + CHUNK]
-                try:
-                    async with asyncio.timeout(WRITE_BOUND):
-                        if len(chunk) == 1:
-                            await self._write_one(chunk[0][0], chunk[0][1], done)
-                        else:
-                            await asyncio.gather(
-                                *[self._write_one(key, item, done) for key, item in chunk]
-                            )
-                except TimeoutError:
-                    self._gave_up(chunk, done)
+            # Per owner (its ttl and breaker), the writes left after skipping.
+            groups: dict[int, list[Todo]] = {}
+            for key, item in batch.items():
+                skip, fp = self._skip(key, item)
+                if skip:
+                    done.add(key)
+                else:
+                    groups.setdefault(id(item[0]), []).append((key, item, fp))
+            size = MULTI_CHUNK if self._multi else CHUNK
+            for todo in groups.values():
+                for start in range(0, len(todo), size):
+                    chunk = todo[start : start + size]
+                    try:
+                        async with asyncio.timeout(WRITE_BOUND):
+                            await self._write_chunk(chunk, done)
+                    except TimeoutError:
+                        self._gave_up(chunk, done)
         except BaseException:
             # Cancelled mid-batch: what was not written goes back in front
             # of anything newer (which wins: it comes later per key).
@@ -217,8 +232,27 @@ class AsyncWriter(Writer):
         finally:
             self.inflight = {}
 
-    def _gave_up(self, chunk: list[tuple[str, Item]], done: set[str]) -> None:
-        for key, item in chunk:
+    async def _write_chunk(self, chunk: list[Todo], done: set[str]) -> None:
+        if len(chunk) > 1 and self._multi:
+            owner = chunk[0][1][0]
+            written = await owner.store_many_async([(k, (it[1], it[2])) for k, it, _ in chunk])
+            if written is not None:
+                for key, item, fp in chunk:
+                    if written:
+                        owner.metrics.writes += 1
+                        self._written(key, fp, item[2])
+                    done.add(key)
+                return
+        if len(chunk) == 1:
+            await self._write_one(*chunk[0], done)
+            return
+        for start in range(0, len(chunk), CHUNK):
+            await asyncio.gather(
+                *[self._write_one(k, it, fp, done) for k, it, fp in chunk[start : start + CHUNK]]
+            )
+
+    def _gave_up(self, chunk: list[Todo], done: set[str]) -> None:
+        for key, item, _ in chunk:
             if key not in done:
                 item[0].metrics.cache_errors += 1
         logger.warning(
@@ -227,13 +261,11 @@ class AsyncWriter(Writer):
             WRITE_BOUND,
         )
 
-    async def _write_one(self, key: str, item: Item, done: set[str]) -> None:
-        skip, fp = self._skip(key, item)
-        if not skip:
-            owner, value, stored_at = item
-            if await owner.store_async(key, (value, stored_at)):
-                owner.metrics.writes += 1
-                self._written(key, fp, stored_at)
+    async def _write_one(self, key: str, item: Item, fp: bytes | None, done: set[str]) -> None:
+        owner, value, stored_at = item
+        if await owner.store_async(key, (value, stored_at)):
+            owner.metrics.writes += 1
+            self._written(key, fp, stored_at)
         done.add(key)
 
     async def flush(self) -> None:
