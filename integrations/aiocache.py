@@ -114,7 +114,7 @@ def redis_cache(
             take; > 0, or ``None`` for none. Default 0.25: a dead or
             black-holed Redis must never make a fallback slower than the
             outage it covers. ``@fallback`` agrees with it: its breaker in
-            front of the cache counts an operation slower than half of
+            front of the cache counts an operation slower than 80% of
             ``timeout`` as slow (a timeout is a failure), and leaves the
             cache alone for 10 s after three failures in a row or once half
             of its last operations were slow. Good calls never wait for

@@ -236,8 +236,8 @@ def fallback(
     miss and never hides the original error; a failed write (cache down,
     value not serialisable) is logged and never fails a good call; after 3
     consecutive cache errors (timeouts included), or once half of its last
-    few operations were slow (0.5 s, or half the cache's own ``timeout``:
-    0.125 s for ``redis_cache``), the cache is left alone for 10 s (its
+    few operations were slow (0.5 s, or 80% of the cache's own ``timeout``:
+    0.2 s for ``redis_cache``), the cache is left alone for 10 s (its
     breaker is ``.cache_breaker``). A value older than ``ttl`` when it
     would be served is never served, even if it was younger when read.
     Concurrent identical misses share one cache read; while the dependency
