@@ -53,9 +53,9 @@ async def _recover(
 async def call_async(
     fb: Fallback,
     wrapped: Callable[..., Awaitable[Any]],
-    instance: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    instance: Any = None,
 ) -> Any:
     """One call of an async function with a fallback."""
     key: str | None = None

@@ -4,6 +4,7 @@ choice of driver, made once."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -360,10 +361,10 @@ def fallback(
         def wrapper(
             wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> Any:
-            return run(policy, wrapped, instance, args, kwargs)
+            return run(policy, wrapped, args, kwargs, instance)
 
-        def fast(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            return run(policy, target, None, args, kwargs)
+        # A plain function's calls go straight to the driver (a C partial).
+        fast = functools.partial(run, policy)
 
         cls = fast_wrapper_class(_FallbackWrapper, fn, fast)
         wrapped: Any = cls(fn, wrapper)

@@ -274,15 +274,14 @@ class KeyMaker:
     __slots__ = (
         "_custom",
         "_full",
-        "_ints",
         "_memo",
         "_method",
         "_modes",
         "_name",
         "_pass_instance",
         "_prefix",
-        "_strs",
         "_tail",
+        "one",
     )
 
     def __init__(self, fn: Any, custom: Callable[..., Any] | None) -> None:
@@ -294,9 +293,9 @@ class KeyMaker:
         self._full = _binder(sig)
         self._tail: _Binder | None = None
         self._memo: dict[tuple[str | None, tuple[Any, ...], tuple[type, ...]], str] = {}
-        # The commonest call of all, one int or str argument, has memos of its own.
-        self._ints: dict[int, str] = {}
-        self._strs: dict[str, str] = {}
+        # The commonest call of all, one int or str argument (of exactly those
+        # types: 1 == 1.0 == True), has a memo of its own; 1 and "1" differ.
+        self.one: dict[int | str, str] = {}
         self._modes: dict[type, str] = {}
         # Only for cache_key(), which is called without an instance: a plain
         # function whose first parameter is self/cls is taken for a method.
@@ -324,10 +323,8 @@ class KeyMaker:
         if custom is None and not bound_method and not kwargs and len(args) == 1:
             arg = args[0]
             kind = type(arg)
-            memo: dict[Any, str] | None = (
-                self._ints if kind is int else self._strs if kind is str else None
-            )
-            if memo is not None:
+            if kind is int or kind is str:
+                memo = self.one
                 found = memo.get(arg)
                 if found is None:
                     found = self._digest(self._full.values(args, kwargs), None)

@@ -199,9 +199,18 @@ class Fallback:
     def key_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         """The call's cache key, or ``None`` when it has none (it then runs
         without the cache; reported once)."""
-        assert self.keys is not None
+        keys = self.keys
+        assert keys is not None
+        if instance is None and not kwargs and len(args) == 1:
+            # The commonest call: one int or str argument, already keyed.
+            arg = args[0]
+            kind = type(arg)
+            if kind is int or kind is str:
+                found = keys.one.get(arg)
+                if found is not None:
+                    return found
         try:
-            return self.keys.key(instance, args, kwargs)
+            return keys.key(instance, args, kwargs)
         except _BadCall:
             return None  # the call itself raises the TypeError
         except Exception as exc:

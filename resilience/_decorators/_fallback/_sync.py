@@ -42,9 +42,9 @@ def _recover(
 def call_sync(
     fb: Fallback,
     wrapped: Callable[..., Any],
-    instance: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    instance: Any = None,
 ) -> Any:
     """One call of a sync function with a fallback."""
     key: str | None = None

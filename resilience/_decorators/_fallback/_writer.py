@@ -48,7 +48,7 @@ logger = logging.getLogger("resilience")
 
 MAX_PENDING: Final = 10_000  # pending writes per cache before the oldest is dropped
 CHUNK: Final = 8  # writes sent concurrently by the async writer (and connections it may open)
-MULTI_CHUNK: Final = 100  # values per multi_set, for caches that have one (one round trip)
+MULTI_CHUNK: Final = 16  # values per multi_set, for caches that have one (one round trip)
 WRITE_BOUND: Final = 5.0  # seconds a chunk of writes may take before it is given up
 SHUTDOWN_BOUND: Final = 2.0  # seconds left to pending writes at loop or interpreter exit
 IDLE_EXIT: Final = 5.0  # seconds an idle writer thread waits before it ends
@@ -205,18 +205,22 @@ class AsyncWriter(Writer):
         self.inflight = batch
         done: set[str] = set()
         try:
-            # Per owner (its ttl and breaker), the writes left after skipping.
-            groups: dict[int, list[Todo]] = {}
-            for key, item in batch.items():
-                skip, fp = self._skip(key, item)
-                if skip:
-                    done.add(key)
-                else:
-                    groups.setdefault(id(item[0]), []).append((key, item, fp))
+            items = list(batch.items())
             size = MULTI_CHUNK if self._multi else CHUNK
-            for todo in groups.values():
-                for start in range(0, len(todo), size):
-                    chunk = todo[start : start + size]
+            # A chunk at a time, yielding in between: the writer's own work
+            # (fingerprints, serialising) never holds the loop for long.
+            for start in range(0, len(items), size):
+                if start:
+                    await asyncio.sleep(0)
+                # Per owner (its ttl and breaker), the writes left after skipping.
+                groups: dict[int, list[Todo]] = {}
+                for key, item in items[start : start + size]:
+                    skip, fp = self._skip(key, item)
+                    if skip:
+                        done.add(key)
+                    else:
+                        groups.setdefault(id(item[0]), []).append((key, item, fp))
+                for chunk in groups.values():
                     try:
                         async with asyncio.timeout(WRITE_BOUND):
                             await self._write_chunk(chunk, done)
