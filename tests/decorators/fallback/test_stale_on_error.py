@@ -117,7 +117,7 @@ async def test_values_are_per_arguments(
 async def test_the_newest_success_is_served(
     make_get: MakeGet, dep: Dependency, cache: CountingCache
 ) -> None:
-    """Write-through refreshes the stored value on every success."""
+    """Every success refreshes the stored value (written behind)."""
 
     get = make_get(cache)
 
