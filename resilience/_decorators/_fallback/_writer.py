@@ -297,20 +297,35 @@ class ThreadWriter(Writer):
         """Schedule the write of ``value``; called from any thread, never waits on the cache."""
         with self._lock:
             self._queue(owner, key, value, stored_at)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="resilience-fallback-writer", daemon=True
-                )
-                self._thread.start()
+            self._ensure_thread()
         if not self._wake.is_set():
             self._wake.set()
 
+    def _ensure_thread(self) -> None:
+        """Start the writer thread if none runs (the lock is held)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="resilience-fallback-writer", daemon=True
+            )
+            self._thread.start()
+
     def _run(self) -> None:
+        try:
+            self._loop_forever()
+        finally:
+            # However it ends, the next submit or flush starts another.
+            with self._lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+                self.inflight = {}
+                self._idle.notify_all()
+
+    def _loop_forever(self) -> None:
         while True:
             if not self._wake.wait(IDLE_EXIT):
                 with self._lock:
                     if not self.pending:
-                        self._thread = None
+                        self._thread = None  # under the lock: a submit now starts another
                         return
             self._wake.clear()
             with self._lock:
@@ -322,7 +337,12 @@ class ThreadWriter(Writer):
                 if skip:
                     continue
                 owner, value, stored_at = item
-                if owner.store_sync(key, (value, stored_at)):
+                try:
+                    stored = owner.store_sync(key, (value, stored_at))
+                except Exception:  # pragma: no cover - store_sync catches Exception
+                    logger.exception("fallback: a cache write failed unexpectedly")
+                    stored = False
+                if stored:
                     owner.metrics.writes += 1
                     self._written(key, fp, stored_at)
             with self._lock:
@@ -335,8 +355,7 @@ class ThreadWriter(Writer):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while self.pending or self.inflight:
-                if self._thread is None:  # pragma: no cover - submit starts one
-                    return False
+                self._ensure_thread()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False

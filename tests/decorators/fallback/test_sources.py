@@ -166,3 +166,15 @@ async def test_the_degradation_mark_is_per_task(
     dep.down = True
     results = await asyncio.gather(degraded_call(), clean_call())
     assert results == [True, False]
+
+
+def test_the_built_in_cache_evicts_the_least_recently_used() -> None:
+    """Past maxsize the entry neither written nor read for longest goes."""
+    from resilience._decorators._fallback import LocalCache
+
+    cache = LocalCache(maxsize=2)
+    cache.set("a", 1)
+    cache.set("b", 2)
+    assert cache.get("a") == 1  # "a" is now the most recent
+    cache.set("c", 3)
+    assert (cache.get("a"), cache.get("b"), cache.get("c"), len(cache)) == (1, None, 3, 2)
