@@ -129,3 +129,18 @@ async def test_a_breaker_around_the_cache_is_not_registered(cache: CountingCache
 
     assert isinstance(get.cache_breaker, CircuitBreaker)  # type: ignore[attr-defined]
     assert len(registry) == before
+
+
+async def test_a_bound_method_exposes_the_fallback_control(cache: CountingCache) -> None:
+    """instance.method.fallback is the function's control: same metrics, flush works."""
+
+    class Repo:
+        @fallback(cache)
+        async def get(self, x: int) -> int:
+            return x
+
+    repo = Repo()
+    await repo.get(1)
+    await repo.get.fallback.flush()  # type: ignore[attr-defined]
+    assert repo.get.fallback.metrics()["writes"] == 1  # type: ignore[attr-defined]
+    assert "Repo.get" in repr(Repo.get.fallback)  # type: ignore[attr-defined]

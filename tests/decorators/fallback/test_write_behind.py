@@ -8,6 +8,8 @@ import threading
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resilience import fallback, flush_fallbacks
 from resilience._decorators._fallback import _writer
@@ -362,3 +364,45 @@ def test_a_bad_refresh_fails_at_decoration(kwargs: dict[str, Any], error: type[E
     """refresh is >= 0 and < ttl, a finite number, checked when decorating."""
     with pytest.raises(error, match="refresh"):
         fallback(CountingCache(), **kwargs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.tuples(st.integers(0, 3), st.integers(0, 2)), st.just("yield")),
+        max_size=30,
+    )
+)
+def test_the_cache_ends_with_the_newest_value_of_every_key(steps: list[Any]) -> None:
+    """Whatever the interleaving of successes and writer turns, newest wins per key."""
+    cache = CountingCache()
+    newest: dict[int, int] = {}
+
+    @fallback(cache, key=lambda k, v: f"k:{k}", refresh=0)
+    async def put(k: int, v: int) -> int:
+        return v
+
+    async def main() -> None:
+        for step in steps:
+            if step == "yield":
+                await asyncio.sleep(0)
+            else:
+                k, v = step
+                newest[k] = await put(k, v)
+        await put.fallback.flush()  # type: ignore[attr-defined]
+
+    asyncio.run(main())
+    assert {k: cache.data[f"k:{k}"][0] for k in newest} == newest
+
+
+async def test_flush_fallbacks_waits_for_writer_threads(dep: Dependency) -> None:
+    """The module-level flush also waits for sync functions' writer threads."""
+    cache = SyncCache()
+
+    @fallback(cache)
+    def get(x: int) -> Any:
+        return dep.fetch_sync(x)
+
+    value = get(1)
+    await flush_fallbacks(cache)
+    assert cache.data[get.cache_key(1)][0] == value  # type: ignore[attr-defined]
