@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from ..._context import mark_degraded
 from ..._errors import fresh_copy
-from ._decide import UNREAD, Entry, Step, after_failure, is_fresh
+from ._decide import UNREAD, Entry, Step, after_failure, is_fresh, serve
 from ._flights import ABANDONED, ERROR, Probe
 from ._runtime import RAISE, Fallback
 
@@ -34,20 +34,23 @@ async def _recover(
     triggered = fb.trigger(exc)
     if triggered and fb.cache is not None:
         fb.down = True
-    step, value = after_failure(fb.rules, triggered, cached, fb.clock.time())
+    now = fb.clock.time()
+    step, value = after_failure(fb.rules, triggered, cached, now)
     if step is Step.READ:
         assert key is not None
-        entry = await fb.read_async(key)
-        step, value = fb.serve(entry, fb.clock.time())
-    elif step is Step.SERVE and fb.cache is not None:
-        step, value = fb.serve(cached, fb.clock.time())  # counted
+        cached = await fb.read_async(key)
+        now = fb.clock.time()
+        step, value = serve(fb.rules, cached, now)
     elif step is Step.SOURCE:
         assert fb.source_fn is not None
         value = fb.source_fn(*fb.source_args(instance, args), **kwargs)
         if inspect.isawaitable(value):
             value = await value
         return value
-    return RAISE if step is Step.RAISE else value
+    if step is Step.RAISE:
+        return RAISE
+    fb.count_served(cached, value, now)
+    return value
 
 
 async def call_async(

@@ -231,11 +231,15 @@ class Fallback:
         """:func:`._decide.serve`, counted in the metrics."""
         step, value = serve(self.rules, entry, now)
         if step is Step.SERVE:
-            if entry is not None and value is entry[0]:
-                self.metrics.served(now - entry[1])
-            else:
-                self.metrics.served_default += 1
+            self.count_served(entry, value, now)
         return step, value
+
+    def count_served(self, entry: Any, value: Any, now: float) -> None:
+        """Count a served fallback: a cached value (and its age) or the default."""
+        if type(entry) is tuple and value is entry[0]:
+            self.metrics.served(now - entry[1])
+        else:
+            self.metrics.served_default += 1
 
     # -- the envelope ------------------------------------------------------
 

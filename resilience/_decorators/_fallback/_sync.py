@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._context import mark_degraded
-from ._decide import UNREAD, Entry, Step, after_failure, is_fresh
+from ._decide import UNREAD, Entry, Step, after_failure, is_fresh, serve
 from ._runtime import RAISE, Fallback
 
 __all__ = ("call_sync",)
@@ -27,16 +27,20 @@ def _recover(
     triggered = fb.trigger(exc)
     if triggered and fb.cache is not None:
         fb.down = True
-    step, value = after_failure(fb.rules, triggered, cached, fb.clock.time())
+    now = fb.clock.time()
+    step, value = after_failure(fb.rules, triggered, cached, now)
     if step is Step.READ:
         assert key is not None
-        step, value = fb.serve(fb.read_sync(key), fb.clock.time())
-    elif step is Step.SERVE and fb.cache is not None:
-        step, value = fb.serve(cached, fb.clock.time())  # counted
+        cached = fb.read_sync(key)
+        now = fb.clock.time()
+        step, value = serve(fb.rules, cached, now)
     elif step is Step.SOURCE:
         assert fb.source_fn is not None
         return fb.source_fn(*fb.source_args(instance, args), **kwargs)
-    return RAISE if step is Step.RAISE else value
+    if step is Step.RAISE:
+        return RAISE
+    fb.count_served(cached, value, now)
+    return value
 
 
 def call_sync(
