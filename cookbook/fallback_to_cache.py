@@ -5,7 +5,8 @@ database is unavailable, answers from Redis (``user:{id}``, JSON). The guide
 says "fall back", but its code catches only ``CircuitBreakerOpenError``, so the
 failures that open the circuit would reach the caller: here it catches those
 too (marked). Then the same with ``@fallback(cache)``, which also writes good
-answers through to Redis and marks served ones degraded. A FaultProxy cuts the
+answers behind to Redis (the call never waits for it) and marks served ones
+degraded. A FaultProxy cuts the
 database until the circuit opens (2 failures; 300 s recovery keeps it open).
 
 Run: ``python cookbook/fallback_to_cache.py`` (``RESILIENCE_PG_DSN``, ``RESILIENCE_REDIS_URL``)
@@ -99,7 +100,9 @@ async def library_version(proxy: FaultProxy, pool: WorkflowConnectionPool, cache
         return await pool.execute_query(query)  # type: ignore[no-any-return]
 
     for user_id in (1, 2):
-        print(f"database up:  user {user_id} -> {await get_user(user_id)} (written through)")
+        print(f"database up:  user {user_id} -> {await get_user(user_id)} (written behind)")
+    await get_user.fallback.flush()  # type: ignore[attr-defined]  # in Redis now
+    print(f"cache side:   {get_user.fallback.metrics()}")  # type: ignore[attr-defined]
     # Degraded from the first failure; with nothing cached, the original error.
     assert await outage(get_user, proxy, pool) is CircuitBreakerOpenError
 

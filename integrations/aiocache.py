@@ -30,6 +30,8 @@ from typing import Any
 from aiocache import SimpleMemoryCache
 from aiocache.serializers import BaseSerializer, NullSerializer
 
+from resilience import flush_fallbacks
+
 __all__ = ("SafePickleSerializer", "memory_cache", "redis_cache")
 
 _CANNOT_PICKLE = (pickle.PicklingError, TypeError, AttributeError, RecursionError, ValueError)
@@ -100,7 +102,8 @@ def redis_cache(
 ) -> Any:
     """An aiocache ``RedisCache`` for ``@fallback``, shared by every process.
 
-    Close it when done: ``await cache.close()``.
+    Close it when done: ``await cache.close()`` first writes what
+    ``@fallback`` still has pending for it (bound it with ``asyncio.timeout``).
 
     Args:
         url: ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://``
@@ -110,8 +113,12 @@ def redis_cache(
         timeout: seconds each operation, and each connection attempt, may
             take; > 0, or ``None`` for none. Default 0.25: a dead or
             black-holed Redis must never make a fallback slower than the
-            outage it covers (``@fallback`` also stops using a cache that
-            fails three times in a row, for 10 s).
+            outage it covers. ``@fallback`` agrees with it: its breaker in
+            front of the cache counts an operation slower than 80% of
+            ``timeout`` as slow (a timeout is a failure), and leaves the
+            cache alone for 10 s after three failures in a row or once half
+            of its last operations were slow. Good calls never wait for
+            Redis at all (writes are behind).
         serializer: an aiocache serializer; default :class:`SafePickleSerializer`.
         max_connections: the connection pool's size; default unbounded.
 
@@ -181,6 +188,12 @@ def _redis_cache_class() -> type:
             if isinstance(ttl, float):
                 return await self.client.set(key, value, px=int(ttl * 1000))
             return await self.client.set(key, value, ex=ttl)
+
+        async def close(self, *args: Any, **kwargs: Any) -> Any:
+            # Pending write-behind values first; aiocache's own close() runs
+            # under the operation timeout, which a flush must not share.
+            await flush_fallbacks(self)
+            return await super().close(*args, **kwargs)
 
         async def _close(self, *args: Any, _conn: Any = None, **kwargs: Any) -> None:
             close = getattr(self.client, "aclose", None) or self.client.close

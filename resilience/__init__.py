@@ -11,7 +11,7 @@ from ._context import Degradation, degradation_scope, is_degraded, mark_degraded
 from ._decorators._bulkhead import Bulkhead, bulkhead
 from ._decorators._chain import chain
 from ._decorators._circuit import circuit
-from ._decorators._fallback import MISSING, fallback
+from ._decorators._fallback import MISSING, fallback, flush_fallbacks
 from ._decorators._retry import retry
 from ._decorators._timeout import timeout
 from ._errors import (
@@ -61,6 +61,7 @@ __all__ = (
     "classify",
     "degradation_scope",
     "fallback",
+    "flush_fallbacks",
     "is_degraded",
     "is_transient",
     "mark_degraded",
