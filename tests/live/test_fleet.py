@@ -391,3 +391,128 @@ async def test_a_lost_pubsub_connection_is_covered_by_reconciliation(
     redis_proxy.pass_through()
     await until(lambda: mine.state is CircuitState.OPEN, "the reconnect to catch up")
     assert mine.metrics()["failed_calls"] == 0
+
+
+PROBER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from resilience import Registry, CircuitState, CircuitOpenError
+    from resilience.integrations.redis import RedisStore
+
+    class Down(ConnectionError):
+        pass
+
+    store = RedisStore(sys.argv[1], prefix=sys.argv[2], refresh_interval=0.5)
+    breaker = Registry(store=store).get_or_create(
+        "herd", failure_threshold=1, recovery_timeout=0.3, half_open_max_calls=1,
+        success_threshold=1)
+
+    async def dependency():
+        if breaker._m.state is CircuitState.HALF_OPEN:
+            print("probe", store._rows["herd"].epoch, flush=True)
+        raise Down()
+
+    async def caller(until):
+        while time.monotonic() < until:
+            try:
+                await breaker.call(dependency)
+            except (CircuitOpenError, Down):
+                pass
+            await asyncio.sleep(0.005)
+
+    print("ready", flush=True)
+    sys.stdin.readline()  # go
+    until = time.monotonic() + float(sys.argv[3])
+    async def main():
+        await asyncio.gather(*(caller(until) for _ in range(5)))
+    asyncio.run(main())
+    store.close()
+    print("done", flush=True)
+    """
+)
+
+
+def test_eight_processes_send_one_probe_per_round(redis_url: str, prefix: str) -> None:
+    """8 spawned processes x 5 callers each, at every deadline: one dependency call per
+    half-open round, fleet-wide."""
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROBER, redis_url, prefix, "4.0"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(8)
+    ]
+    store = RedisStore(redis_url, prefix=prefix, refresh_interval=0.5)
+    try:
+        for w in workers:
+            assert w.stdout is not None
+            assert w.stdout.readline().strip() == "ready"
+        breaker = Registry(store=store).get_or_create(
+            "herd", failure_threshold=1, recovery_timeout=0.3, half_open_max_calls=1,
+            success_threshold=1,
+        )  # fmt: skip
+        time.sleep(0.3)  # every worker subscribed
+        trip(breaker)
+        for w in workers:
+            assert w.stdin is not None
+            w.stdin.write("go\n")
+            w.stdin.flush()
+        probes: dict[int, int] = {}
+        for w in workers:
+            out, _ = w.communicate(timeout=60)
+            assert w.returncode == 0
+            for line in out.splitlines():
+                if line.startswith("probe "):
+                    epoch = int(line.split()[1])
+                    probes[epoch] = probes.get(epoch, 0) + 1
+        assert len(probes) >= 3  # several rounds in 4 s
+        assert set(probes.values()) == {1}, probes
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+        store.close()
+
+
+async def test_workers_leaving_and_joining_during_an_outage(
+    fleet: Callable[..., Registry],
+) -> None:
+    """Processes leave and new ones join while open: the newcomers reject from their first
+    call, and each round still makes one probe."""
+    regs = [fleet() for _ in range(3)]
+    breakers = [r.get_or_create("churn", **SETTINGS) for r in regs]
+    trip(breakers[0])
+    await until(lambda: all(b.state is CircuitState.OPEN for b in breakers), "all open")
+    regs[1].store.close()  # type: ignore[union-attr]
+    regs[2].store.close()  # type: ignore[union-attr]
+    joined = [fleet() for _ in range(2)]
+    newcomers = [r.get_or_create("churn", **SETTINGS) for r in joined]
+    assert all(b.state is not CircuitState.CLOSED for b in newcomers)
+    live = [breakers[0], *newcomers]
+    stores = [regs[0].store, *(r.store for r in joined)]
+    probes: list[int] = []
+
+    def dependency_for(store: Any, breaker: CircuitBreaker) -> Callable[[], Any]:
+        async def dependency() -> int:
+            if breaker.status()["state"] == "half_open":
+                probes.append(store._rows["churn"].epoch)
+            raise Down()
+
+        return dependency
+
+    calls = [dependency_for(s, b) for s, b in zip(stores, live, strict=True)]
+    deadline = time.monotonic() + WAIT
+    while len(set(probes)) < 3:
+        assert time.monotonic() < deadline, f"rounds so far: {probes}"
+        for b, call in zip(live, calls, strict=True):
+            try:
+                await b.call(call)
+            except (CircuitOpenError, Down):
+                pass
+        await asyncio.sleep(0.005)
+    assert [probes.count(e) for e in sorted(set(probes))] == [1] * len(set(probes))
