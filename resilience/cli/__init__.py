@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="most requests in flight at once (default: 256)",
     )
     demo.add_argument("--seed", type=int, default=1, help="random seed of the load (default: 1)")
+    demo.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="with N >= 2, the fleet act instead: N worker processes through the same "
+        "outage, with breaker state shared through Redis (--redis-url, the local one, or a "
+        "throwaway one) and without (default: 1, the single-process demo)",
+    )
     live = demo.add_mutually_exclusive_group()
     live.add_argument(
         "--no-live",

@@ -45,6 +45,7 @@ def _options(args: argparse.Namespace) -> DemoOptions:
         concurrency=args.concurrency,
         seed=args.seed,
         live=sys.stdout.isatty() if args.live is None else args.live,
+        workers=getattr(args, "workers", 1),
     )
 
 
@@ -95,7 +96,32 @@ def run_demo(args: argparse.Namespace) -> int:
         view.close()
 
 
+async def _fleet_main(options: DemoOptions, view: Any, began: float) -> int:
+    from .fleet import rows, run_fleet
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        report = await run_fleet(options, view, began)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+    view.close()
+    table = rows(report)
+    width = max(len(r[0]) for r in table)
+    print(f"fleet act, {options.workers} workers:")
+    print(f"  {'':{width}}  {'shared through Redis':>20}  each process on its own")
+    for name, fleet, local in table:
+        print(f"  {name:{width}}  {fleet:>20}  {local}")
+    print(f"report: {options.out / 'fleet-report.md'}, {options.out / 'fleet-report.json'}")
+    print(f"finished in {time.monotonic() - began:.1f} s; everything the demo started is stopped")
+    return EXIT_OK
+
+
 async def _main(options: DemoOptions, view: Any, began: float) -> int:
+    if options.workers > 1:
+        return await _fleet_main(options, view, began)
     from .report import build_report, summary_rows, write_report
     from .scenario import run_scenario
 

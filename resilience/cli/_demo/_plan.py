@@ -39,6 +39,7 @@ class DemoOptions:
     concurrency: int = 256
     seed: int = 1
     live: bool = False
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,13 +14,21 @@ from ..._redact import redact_url
 from ._dsn import dsn_host_port
 from ._plan import MIN_DURATION, DemoOptions
 
-__all__ = ("MAX_CONCURRENCY", "MAX_DURATION", "MAX_RATE", "OptionError", "check_options")
+__all__ = (
+    "MAX_CONCURRENCY",
+    "MAX_DURATION",
+    "MAX_RATE",
+    "MAX_WORKERS",
+    "OptionError",
+    "check_options",
+)
 
 MAX_DURATION = 3600.0
 """The longest run the demo accepts (seconds): it is a demo, not a soak test."""
 MAX_RATE = 5000.0
 """Requests per second at most: more only measures the load generator."""
 MAX_CONCURRENCY = 10_000
+MAX_WORKERS = 16
 REDIS_TIMEOUT = 2.0
 """Seconds allowed to reach --redis-url and hear PONG."""
 
@@ -37,6 +45,8 @@ def check_options(options: DemoOptions) -> None:
         raise OptionError(
             f"--concurrency must be between 1 and {MAX_CONCURRENCY:,}, got {options.concurrency}"
         )
+    if not 1 <= options.workers <= MAX_WORKERS:
+        raise OptionError(f"--workers must be between 1 and {MAX_WORKERS}, got {options.workers}")
     if options.dsn is not None:
         try:
             dsn_host_port(options.dsn)
