@@ -20,6 +20,7 @@ import logging
 import random
 import sys
 import threading
+import types
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
@@ -70,12 +71,16 @@ _global_observers: list[Callable[[CircuitBreaker, Transition], None]] = []
 _Admitted = tuple[list[bool], int, float]
 _DRIVER = -1
 _PASSED = -2
+_COROUTINE = types.CoroutineType
+
+
+_LOOK_UP_EVERY = 8
 
 
 def _guard_above(frame: Any, breaker: CircuitBreaker) -> bool:
     """Whether one of the few frames from ``frame`` up runs a generated guard
-    of ``breaker`` (kept cheap: it runs on the hot path's latency samples)."""
-    depth = 12
+    of ``breaker`` (kept short: it runs on some of the hot path's samples)."""
+    depth = 6
     while frame is not None and depth:
         if frame.f_code.co_filename == GUARD_FILE and guard_frame_breaker(frame) is breaker:
             return True
@@ -139,6 +144,7 @@ class CircuitBreaker:
         "_judge",
         "_listeners",
         "_lock",
+        "_look_up_in",
         "_m",
         "_name",
         "_no_loop_warned",
@@ -189,6 +195,7 @@ class CircuitBreaker:
         self._outbox: list[Transition] | None = None
         self._delivering: threading.RLock | None = None
         self._no_loop_warned = False
+        self._look_up_in = 1  # samples until the next look up the stack (see _maybe_look_up)
         self._store: StateStore | None = None
         if store is not None:
             self._use_store(store)
@@ -279,18 +286,27 @@ class CircuitBreaker:
             with self._lock:
                 self._m.note_nested()
 
-    # The latency samples of the lock-free lane (one call in each run of 32
-    # at most) also look a few frames up for a guard of this breaker, so a
-    # nested call that only ever succeeds is found within a few runs.
+    # Every 8th latency sample of the lock-free lane (one call in each run of
+    # 32 at most) also looks a few frames up for a guard of this breaker, so
+    # a nested call that only ever succeeds is found within a few hundred
+    # calls. (Walking frames costs about 100 ns a frame: not on every sample.)
 
     def _sample_admission(self, k: int) -> None:
         self._m.next_sample_admission(k)
-        if _guard_above(sys._getframe(2), self):
-            self._note_nested()
+        self._maybe_look_up()
 
     def _lockfree_sample(self, gen: int, n: int, duration: float, untimed: bool) -> None:
         self._m.lockfree_sample(gen, n, duration, untimed)
-        if not untimed and _guard_above(sys._getframe(2), self):
+        if not untimed:
+            self._maybe_look_up()
+
+    def _maybe_look_up(self) -> None:
+        left = self._look_up_in - 1
+        if left > 0:
+            self._look_up_in = left
+            return
+        self._look_up_in = _LOOK_UP_EVERY
+        if _guard_above(sys._getframe(3), self):
             self._note_nested()
 
     # Everything but the hot path commits to the machine through these two.
@@ -339,15 +355,19 @@ class CircuitBreaker:
         # Made before admission (a coroutine runs nothing until awaited), so
         # that a function that returns no awaitable is refused before it counts.
         awaitable = fn(*args, **kwargs)
-        if not inspect.isawaitable(awaitable):
+        if type(awaitable) is not _COROUTINE and not inspect.isawaitable(awaitable):
             raise TypeError(
                 f"circuit {self._name!r}: {_fn_name(fn)} returned {type(awaitable).__name__}, "
                 "not an awaitable: use call_sync() or a sync guard for sync functions"
             )
-        if self._is_inside():
-            self._note_nested()
-            return await awaitable  # nested: not admitted again, not counted again
-        var = self._inside_var()
+        var = self._inside
+        if var is None:
+            var = self._inside_var()
+        else:
+            for running, _, _ in var.get(()):
+                if running[0]:
+                    self._note_nested()
+                    return await awaitable  # nested: not admitted again, not counted again
         try:
             gen = self._admit()
         except BaseException:
@@ -355,17 +375,18 @@ class CircuitBreaker:
             raise
         now = self._now
         start = now()
+        # Marked for the call's length. Left in the context afterwards (not
+        # reset: a finished mark says nothing), so a task created during the
+        # call is inside it only while it runs.
         running = [True]
-        token = var.set(((running, _DRIVER, 0.0),))
+        var.set(((running, _DRIVER, 0.0),))
         try:
             result = await awaitable
         except BaseException as exc:
             running[0] = False
-            var.reset(token)
             self._settle_error(gen, start, exc)
             raise
         running[0] = False
-        var.reset(token)
         end = now()
         d = end - start
         if not self._m.count_lockfree(gen, end, d):
@@ -381,16 +402,14 @@ class CircuitBreaker:
         now = self._now
         start = now()
         running = [True]
-        token = var.set(((running, _DRIVER, 0.0),))
+        var.set(((running, _DRIVER, 0.0),))  # left afterwards, finished (see _call_async)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             running[0] = False
-            var.reset(token)
             self._settle_error(gen, start, exc)
             raise
         running[0] = False
-        var.reset(token)
         if inspect.isawaitable(result):
             # A sync guard around something that returns an awaitable (a
             # lambda, a naive wrapper): its work has not even started, and
