@@ -206,6 +206,7 @@ class RedisStore:
             success_threshold=1,
         )
         self._lock = threading.Lock()
+        self._adopting = threading.Lock()  # store -> breaker lock order, never the reverse
         self._breakers: dict[str, SharedBreaker] = {}
         self._rows: dict[str, _Row] = {}
         self._inbox: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)
@@ -436,7 +437,15 @@ class RedisStore:
     def _adopt(
         self, name: str, epoch: int, state: str, remaining_ms: int, lease_ms: int, lease: str
     ) -> None:
-        """Take the fleet's row as this process's state, if newer."""
+        """Take the fleet's row as this process's state, if newer. The worker
+        and the listener both adopt rows: one at a time, so an older row read
+        by a reconciliation can never land after a newer message and stick."""
+        with self._adopting:
+            self._adopt_locked(name, epoch, state, remaining_ms, lease_ms, lease)
+
+    def _adopt_locked(
+        self, name: str, epoch: int, state: str, remaining_ms: int, lease_ms: int, lease: str
+    ) -> None:
         row = self._rows.get(name)
         breaker = self._breakers.get(name)
         if row is None or breaker is None or epoch < row.epoch:

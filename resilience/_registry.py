@@ -133,11 +133,16 @@ class Registry:
         return existing
 
     def register(self, breaker: CircuitBreaker) -> CircuitBreaker:
-        """Add a breaker built directly. Raises ``ValueError`` if the name is taken."""
+        """Add a breaker built directly (shared through the registry's store,
+        if it has one). Raises ``ValueError`` if the name is taken."""
         with self._lock:
             if breaker.name in self._breakers and self._breakers[breaker.name] is not breaker:
                 raise ValueError(f"a circuit named {breaker.name!r} is already registered")
             self._breakers[breaker.name] = breaker
+            store = self._store
+        if store is not None and breaker._store is not store:
+            breaker._use_store(store)
+            store.attach(breaker)
         return breaker
 
     def unregister(self, name: str) -> CircuitBreaker | None:

@@ -516,3 +516,15 @@ async def test_workers_leaving_and_joining_during_an_outage(
                 pass
         await asyncio.sleep(0.005)
     assert [probes.count(e) for e in sorted(set(probes))] == [1] * len(set(probes))
+
+
+async def test_a_breaker_registered_by_hand_is_shared_too(
+    fleet: Callable[..., Registry],
+) -> None:
+    """Registry.register() shares a breaker built directly through the registry's store."""
+    shared = fleet()
+    own = shared.register(CircuitBreaker("by-hand", failure_threshold=1, recovery_timeout=30))
+    other = fleet().get_or_create("by-hand", failure_threshold=1, recovery_timeout=30)
+    assert own.status()["sharing"] == "fleet"
+    trip(own)
+    await until(lambda: other.state is CircuitState.OPEN, "the other process to open")
