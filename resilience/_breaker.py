@@ -30,7 +30,7 @@ from ._clock import SYSTEM_CLOCK, Clock, check_clock
 from ._config import CircuitConfig, make_config
 from ._errors import CircuitOpenError
 from ._guard import GUARD_FILE, guard, guard_frame_breaker, is_async_callable
-from ._machine import LOCK_FREE, Machine, Transition
+from ._machine import LOCK_FREE, LaneToken, Machine, Transition
 from ._states import CircuitState, ErrorCategory, Outcome
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ _PASSED = -2
 _COROUTINE = types.CoroutineType
 
 
-_LOOK_UP_EVERY = 8
+_LOOK_UP_EVERY = 2
 
 
 def _guard_above(frame: Any, breaker: CircuitBreaker) -> bool:
@@ -234,11 +234,11 @@ class CircuitBreaker:
             return gen
         return self._admit_slow()
 
-    def _finish(self, gen: int, end: float | None, duration: float | None, sampled: bool) -> None:
+    def _finish(self, gen: int, end: float | None, duration: float | None, weight: int) -> None:
         """Record a success under the lock (``end`` None: read the clock)."""
         with self._lock:
             m = self._m
-            m.on_success(gen, self._now() if end is None else end, duration, sampled)
+            m.on_success(gen, self._now() if end is None else end, duration, weight)
             pending = self._take_pending(m)
         if pending:
             self._deliver()
@@ -286,19 +286,25 @@ class CircuitBreaker:
             with self._lock:
                 self._m.note_nested()
 
-    # Every 8th latency sample of the lock-free lane (one call in each run of
-    # 32 at most) also looks a few frames up for a guard of this breaker, so
-    # a nested call that only ever succeeds is found within a few hundred
-    # calls. (Walking frames costs about 100 ns a frame: not on every sample.)
+    # Every other end of a run of the lock-free lane (runs are 128 to 255
+    # calls long past the first 1,024) also looks a few frames up for a
+    # guard of this breaker, so a nested call that only ever succeeds is
+    # found within a few hundred calls. (Walking frames costs about 100 ns a
+    # frame: not on every call.)
 
-    def _sample_admission(self, k: int) -> None:
-        self._m.next_sample_admission(k)
+    def _run_over(self, t: LaneToken) -> None:
+        """A guard's untimed lock-free success ended its run: one of the next
+        admissions is the run's latency sample (``Machine.arm_sample``)."""
+        self._m.arm_sample(t)
         self._maybe_look_up()
 
-    def _lockfree_sample(self, gen: int, n: int, duration: float, untimed: bool) -> None:
-        self._m.lockfree_sample(gen, n, duration, untimed)
-        if not untimed:
-            self._maybe_look_up()
+    def _run_done(self, t: LaneToken, n: int, duration: float, weight: int) -> None:
+        """A guard's timed lock-free success that ended its run or is a
+        latency sample (``Machine.lockfree_step``)."""
+        if self._m.lockfree_step(t, n, duration, weight):
+            with self._lock:
+                self._m.promote(t)
+        self._maybe_look_up()
 
     def _maybe_look_up(self) -> None:
         left = self._look_up_in - 1
@@ -390,7 +396,7 @@ class CircuitBreaker:
         end = now()
         d = end - start
         if not self._m.count_lockfree(gen, end, d):
-            self._finish(gen, end, d, False)
+            self._finish(gen, end, d, 0)
         return result
 
     def _call_sync(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
@@ -421,7 +427,7 @@ class CircuitBreaker:
                 "guard: await breaker.call(...) or decorate an async def"
             )
         end = now()
-        self._finish(gen, end, end - start, False)
+        self._finish(gen, end, end - start, 0)
         return result
 
     # -- ways to guard code ------------------------------------------------
@@ -536,7 +542,7 @@ class CircuitBreaker:
             return
         if exc is None:
             end = self._now()
-            self._finish(gen, end, end - start, False)
+            self._finish(gen, end, end - start, 0)
         else:
             self._settle_error(gen, start, exc)
 
@@ -915,7 +921,7 @@ class Permit:
         self._mark_settled()
         if self._gen >= 0:
             end = self._breaker._now()
-            self._breaker._finish(self._gen, end, end - self._start, False)
+            self._breaker._finish(self._gen, end, end - self._start, 0)
 
     def failure(self, exc: BaseException | None = None) -> None:
         """The call failed with ``exc``, judged as if the call had raised it

@@ -18,14 +18,17 @@ file's name with its lines in place, so tracebacks show these lines and
 
 Per call, the guard does without the lock only what ``Machine.lane`` allows:
 
-- LANE_TIMED/LANE_UNTIMED (CLOSED or METRICS_ONLY, a settled window): a fast
-  success of the current generation only adds one to ``Machine.lockfree``,
-  an attribute write that CPython does not interleave with another thread
-  (no call and no backward jump between the check and the write, so no
-  point where the GIL could change hands; asyncio runs one step of one
-  coroutine at a time). ``Machine.fold`` adds it to the counters under the
-  lock before anything reads them. With LANE_UNTIMED only the latency sample
-  (one admission in each run of 32, ``resilience._latency``) reads the clock;
+- LANE_TIMED/LANE_UNTIMED (CLOSED or METRICS_ONLY, a settled window): the
+  guard reads the lane's token (``Machine.fast``, else ``Machine.valid``;
+  see ``LaneToken``) before the call and, if ``Machine.valid`` is still that
+  token after it, a fast success only counts ``Machine.left`` down: an
+  attribute write that CPython does not interleave with another thread (no
+  call and no backward jump between the check and the write, so no point
+  where the GIL could change hands; asyncio runs one step of one coroutine
+  at a time). ``Machine.fold`` adds what was counted to the counters under
+  the lock before anything reads them. With LANE_UNTIMED only the latency
+  sample (one call in each run of 128 to 255, ``resilience._latency``)
+  reads the clock;
 - LANE_OPEN: a call before the open deadline is rejected with a fresh
   :class:`CircuitOpenError` (a counter and a deadline compare);
 - anything else (HALF_OPEN, a failure, an unsettled window, a call nested in
@@ -46,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from ._errors import CircuitOpenError
-from ._machine import LANE_UNTIMED, LOCK_FREE, Machine
+from ._machine import Machine
 from ._states import CircuitState
 
 if TYPE_CHECKING:
@@ -85,65 +88,81 @@ def _g_template(
     _g_new: Callable[..., BaseException],
     _g_error: type[CircuitOpenError],
     _g_open: CircuitState,
-    _g_untimed: int,
 ) -> Callable[..., Any]:
     async def _g_guarded(*_g_args: Any, **_g_kwargs: Any) -> Any:  # <signature>
-        _g_gen = _g_m.gen  # read before the lane: a stale pair only drops the result
-        _g_lane = _g_m.lane
-        if _g_lane == _g_untimed:
-            _g_k = _g_m.admissions + 1
-            _g_m.admissions = _g_k
-            if _g_k < _g_m.sample_admission:
+        _g_t = _g_m.fast
+        if _g_t is None:
+            _g_t = _g_m.valid
+            if _g_t is None:
+                _g_gen = _g_m.gen
+                if _g_m.lane < 0:  # LANE_OPEN
+                    _g_at = _g_now()
+                    _g_u = _g_m.open_until
+                    # The generation again: the clock read is a point where
+                    # another thread may have moved the state.
+                    if _g_at < _g_u and _g_gen == _g_m.gen:
+                        _g_m.rejected_calls += 1
+                        # Built in the raise, never held in a local: a local
+                        # would tie the error to this frame through its
+                        # traceback, a cycle only the garbage collector frees.
+                        raise _g_new(
+                            _g_error,
+                            _g_b._name,
+                            _g_open,
+                            _g_u - _g_at,
+                            _g_m.last_failure_category,
+                        )
+                return await _g_slow(_g_fn, _g_args, _g_kwargs)  # <slow>
+            if _g_t.timed:
+                _g_w = 0  # LANE_TIMED: the call that ends a run is its sample
+            else:
+                # LANE_UNTIMED after a run ended: the skip-th admission is
+                # the run's latency sample, standing for ``unsampled`` calls,
+                # and hands the lane back; the ones before it (-1) go on
+                # untimed, below.
+                _g_k = _g_m.skip - 1
+                _g_m.skip = _g_k
+                _g_w = -1
+                if _g_k <= 0:
+                    _g_w = _g_m.unsampled
+                    _g_m.unsampled = 0
+                    _g_m.fast = _g_t
+            if _g_w >= 0:
+                _g_start = _g_now()
                 try:
                     _g_result = await _g_fn(*_g_args, **_g_kwargs)  # <call>
                 except:  # BaseException, without a name to look up
-                    _g_b._fast_error(_g_gen, None)
+                    _g_b._fast_error(_g_t.gen, _g_start)
                     raise
-                if _g_m.lane > 0 and _g_gen == _g_m.gen:
-                    _g_m.lockfree += 1
+                _g_end = _g_now()
+                _g_d = _g_end - _g_start
+                if (
+                    _g_m.valid is _g_t
+                    and _g_d <= _g_m.slow_threshold
+                    and _g_end < _g_m.lockfree_until
+                ):
+                    _g_n = _g_m.left - 1
+                    _g_m.left = _g_n
+                    if _g_n and not _g_w:
+                        return _g_result
+                    _g_b._run_done(_g_t, _g_n, _g_d, _g_w)
                     return _g_result
-                _g_b._finish(_g_gen, None, None, False)
+                _g_b._finish(_g_t.gen, _g_end, _g_d, _g_w)
                 return _g_result
-            # This admission is its run's latency sample.
-            _g_b._sample_admission(_g_k)
-            _g_sampled = True
-        elif _g_lane > 0:
-            _g_sampled = False
-        else:
-            if _g_lane:  # LANE_OPEN, the only negative lane
-                _g_t = _g_now()
-                _g_u = _g_m.open_until
-                # The generation again: the clock read is a point where another
-                # thread may have moved the state.
-                if _g_t < _g_u and _g_gen == _g_m.gen:
-                    _g_m.rejected_calls += 1
-                    # Built in the raise, never held in a local: a local would
-                    # tie the error to this frame through its traceback, a
-                    # cycle only the garbage collector frees.
-                    raise _g_new(
-                        _g_error, _g_b._name, _g_open, _g_u - _g_t, _g_m.last_failure_category
-                    )
-            return await _g_slow(_g_fn, _g_args, _g_kwargs)  # <slow>
-        _g_start = _g_now()
+        # LANE_UNTIMED: no clock.
         try:
             _g_result = await _g_fn(*_g_args, **_g_kwargs)  # <call>
         except:
-            _g_b._fast_error(_g_gen, _g_start)
+            _g_b._fast_error(_g_t.gen, None)
             raise
-        _g_end = _g_now()
-        _g_d = _g_end - _g_start
-        if (
-            _g_m.lane > 0
-            and _g_gen == _g_m.gen
-            and _g_d <= _g_m.slow_threshold
-            and _g_end < _g_m.lockfree_until
-        ):
-            _g_n = _g_m.lockfree + 1
-            _g_m.lockfree = _g_n
-            if _g_sampled or _g_n >= _g_m.sample_success:
-                _g_b._lockfree_sample(_g_gen, _g_n, _g_d, _g_sampled)
+        if _g_m.valid is _g_t:
+            _g_n = _g_m.left - 1
+            _g_m.left = _g_n
+            if _g_n:
+                return _g_result
+            _g_b._run_over(_g_t)
             return _g_result
-        _g_b._finish(_g_gen, _g_end, _g_d, _g_sampled)
+        _g_b._finish(_g_t.gen, None, None, 0)
         return _g_result
 
     return _g_guarded
@@ -272,8 +291,6 @@ def _compile(breaker: CircuitBreaker, fn: types.FunctionType, is_async: bool) ->
         BaseException.__new__,  # CircuitOpenError keeps its fields in args
         CircuitOpenError,
         CircuitState.OPEN,
-        # Without a GIL, nothing is done without the lock: no lane is 0.5.
-        LANE_UNTIMED if LOCK_FREE else 0.5,
     )
     # The same code and closure, with fn's globals: the code reads no global.
     code = made.__code__.replace(co_qualname=fn.__qualname__)

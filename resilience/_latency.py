@@ -8,14 +8,19 @@ Which calls are timed and counted (the sampling rule, in one place):
 - a call recorded under the breaker's lock (anything but a settled success)
   feeds the mean itself; the histogram, every one of the first :data:`EXACT`,
   then one in 32 drawn at random, weighted for 32 (:meth:`Latency.add_locked`);
-- lock-free successes (``resilience._guard``) are counted in runs: every one
-  of the first :data:`EXACT` feeds them at weight 1; after that, one call in
-  each run of :data:`SAMPLE_WEIGHT` does, weighted to stand for the run. The
-  sampled call sits at a random place in its run, drawn (from the breaker's
-  ``rng``) when the run before it is sampled: not every 32nd call, which a
-  rhythm in the traffic (two queries per request, one slow) would turn into a
-  sample of one query, and not the first call to finish, which under
-  concurrency is the fastest. :func:`next_place` is that draw.
+- lock-free successes (``resilience._guard``) are counted in runs
+  (``Machine.lockfree_step``), and one call stands for each run, weighted for
+  the run's length: the first :data:`EXACT` runs are one call long; after
+  that, each run's length is drawn at random, 128 to 255 calls (:data:`RUN`,
+  about 192, on average; :func:`next_run`): not every n-th call, which a rhythm in
+  the traffic (two queries per request, one slow) would turn into a sample of
+  one query. When every call is timed anyway (a slow-call rule, a time
+  window), the call that ends a run is its sample. When no rule needs
+  durations, no call reads the clock but the sample, which is the 1st to
+  64th admission after the run ends (:data:`SKIP`; :func:`next_skip`): not
+  the first call to finish, which under concurrency is the fastest, and not
+  the first to start after it, which with queries gathered in batches is
+  always the batch's first.
 """
 
 from __future__ import annotations
@@ -23,26 +28,59 @@ from __future__ import annotations
 import math
 import random
 from array import array
+from bisect import bisect_right as _bisect
 
-__all__ = ("EXACT", "SAMPLE_WEIGHT", "Latency", "next_place")
+__all__ = (
+    "EXACT",
+    "RUN",
+    "RUN_MAX",
+    "RUN_MIN",
+    "SAMPLE_WEIGHT",
+    "SKIP",
+    "Latency",
+    "next_run",
+    "next_skip",
+)
 
 EXACT = 1024
 """Lock-free successes timed one by one before sampling starts."""
 SAMPLE_WEIGHT = 32
-"""Past :data:`EXACT`, one lock-free success in each run of this many is sampled."""
-_SHIFT = 5  # SAMPLE_WEIGHT == 1 << _SHIFT
+"""Past :data:`EXACT`, one call in this many recorded under the lock feeds
+the histogram."""
+RUN_MIN = 128
+RUN_MAX = 255
+"""Past :data:`EXACT`, runs of lock-free successes are RUN_MIN to RUN_MAX
+calls long (drawn), each with one latency sample; the count down of a run
+stays within CPython's cached small integers."""
+RUN = (RUN_MIN + RUN_MAX + 1) // 2
+"""The average run: one lock-free success in this many is sampled."""
+_RUN_BITS = 7  # RUN_MAX - RUN_MIN + 1 == 1 << _RUN_BITS
+SKIP = 64
+"""When no rule needs durations, a run's sample is one of the first this many
+admissions after the run ends (drawn)."""
+_SKIP_BITS = 6  # SKIP == 1 << _SKIP_BITS
 _SAMPLE_P = 1.0 / SAMPLE_WEIGHT
 
 _MIN_EXP = -20
 _BUCKETS = 64
 _SQRT_HALF = math.sqrt(0.5)
 _MAX_COUNT = 0xFFFFFFFF  # the buckets are unsigned 32-bit
+# Bucket i (i >= 1) holds durations from 2**(_MIN_EXP - 1 + i/2) up: two
+# buckets per octave, the odd ones starting at sqrt(0.5) times a power of two
+# (exactly: ldexp scales without rounding). Bucket 0 holds everything shorter.
+_LOWER = [math.ldexp(_SQRT_HALF if i % 2 else 0.5, _MIN_EXP + i // 2) for i in range(1, _BUCKETS)]
 
 
-def next_place(count: int, rng: random.Random) -> int:
-    """The count at which the run after ``count``'s run is sampled: a random
-    place in that run."""
-    return ((count >> _SHIFT) + 1 << _SHIFT) + rng.getrandbits(_SHIFT)
+def next_run(counted: int, rng: random.Random) -> int:
+    """The length of the run of lock-free successes after ``counted`` of them."""
+    if counted < EXACT:
+        return 1
+    return RUN_MIN + rng.getrandbits(_RUN_BITS)
+
+
+def next_skip(rng: random.Random) -> int:
+    """Which admission after an untimed run ends is the run's sample (1 to 64)."""
+    return 1 + rng.getrandbits(_SKIP_BITS)
 
 
 class Latency:
@@ -84,16 +122,15 @@ class Latency:
         hist = self._hist
         if hist is None:
             hist = self._hist = array("I", bytes(4 * _BUCKETS))
-        i = 0
-        if duration > 0.0:
-            mantissa, exp = math.frexp(duration)
-            i = min(max((exp - _MIN_EXP) * 2 + (mantissa >= _SQRT_HALF), 0), _BUCKETS - 1)
-        if hist[i] > _MAX_COUNT - weight:
+        i = _bisect(_LOWER, duration)
+        count = hist[i] + weight
+        if count > _MAX_COUNT:
             # Halve every bucket rather than overflow: the shape (and so every
             # quantile) is kept, and histogram() rescales the counts.
             for j in range(_BUCKETS):
                 hist[j] >>= 1
-        hist[i] += weight
+            count = hist[i] + weight
+        hist[i] = count
 
     @property
     def mean(self) -> float | None:

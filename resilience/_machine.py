@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ._config import CircuitConfig
-from ._latency import EXACT, SAMPLE_WEIGHT, Latency, next_place
+from ._latency import EXACT, Latency, next_run, next_skip
 from ._states import CircuitState, ErrorCategory
 from ._windows import CountWindow, TimeWindow
 
@@ -41,6 +41,7 @@ __all__ = (
     "LANE_TIMED",
     "LANE_UNTIMED",
     "LOCK_FREE",
+    "LaneToken",
     "REJECTED",
     "Machine",
     "Transition",
@@ -70,9 +71,10 @@ lock: they rely on CPython's GIL not switching threads between a check and
 the attribute writes that follow it (no call, no backward jump in between).
 False on a free-threaded build, where every result takes the lock."""
 
-# ``Machine.lane``: what a caller may do without the lock. Only its sign and
-# equality are ever tested. Every change that can unsettle the window sets it
-# to LANE_LOCKED *first*, before anything else it does.
+# ``Machine.lane``: what a caller may do without the lock (with the lane's
+# token, ``Machine.valid``, see LaneToken). Every change that can unsettle the
+# window closes the lane (``Machine._close_lane``) *first*, before anything
+# else it does.
 LANE_OPEN = -1
 """OPEN: a call before ``open_until`` may be rejected without the lock (set
 once the transition is complete; callers check the generation again after
@@ -82,11 +84,29 @@ LANE_LOCKED = 0
 LANE_TIMED = 1
 """CLOSED or METRICS_ONLY with a clean window (a full count window of fast
 successes, or a time window with no failure and no slow call): a fast
-success of the current generation that ends before ``lockfree_until``
-changes nothing but counters, so it is counted in ``lockfree``."""
+success admitted under the lane's token that ends before ``lockfree_until``
+changes nothing but counters, so it is counted down in ``left``."""
 LANE_UNTIMED = 2
 """LANE_TIMED, no rule needs durations, and 1,024 successes were timed: only
-one admission in each run of 32 reads the clock (the latency sample)."""
+one admission in each run (about 32 calls) reads the clock, the latency sample."""
+
+
+class LaneToken:
+    """One opening of the lock-free lane.
+
+    A caller reads the token before its call (``Machine.fast``: the untimed
+    lane with no latency sample due; else ``Machine.valid``) and, after it,
+    counts its success without the lock only if ``Machine.valid`` is still
+    that very token: one load and one identity test say that neither the
+    generation nor the lane changed meanwhile. Closing the lane drops the
+    token; opening it again makes a new one.
+    """
+
+    __slots__ = ("gen", "timed")
+
+    def __init__(self, gen: int, timed: bool) -> None:
+        self.gen = gen  # the generation the lane's calls are admitted under
+        self.timed = timed  # LANE_TIMED: every call reads the clock twice
 
 
 class Transition(NamedTuple):
@@ -112,13 +132,13 @@ class Machine:
     """State, window and counters of one breaker."""
 
     __slots__ = (
-        "admissions",
         "config",
         "consecutive_failures",
         "consecutive_openings",
         "error_rate",
         "failed_calls",
         "failures_by_category",
+        "fast",
         "gen",
         "half_open_inflight",
         "half_open_max",
@@ -126,11 +146,12 @@ class Machine:
         "half_open_timeout",
         "half_open_until",
         "ignored_calls",
+        "issued",
         "lane",
         "last_failure_at",
         "last_failure_category",
         "latency",
-        "lockfree",
+        "left",
         "lockfree_folded",
         "lockfree_until",
         "minimum_calls",
@@ -146,15 +167,17 @@ class Machine:
         "rejected_calls",
         "rejected_retry_after",
         "rng",
-        "sample_admission",
-        "sample_success",
+        "run",
+        "skip",
         "slow_call_rate",
         "slow_calls",
         "slow_threshold",
         "state",
         "state_changes",
         "successful_calls",
+        "unsampled",
         "untimed_ok",
+        "valid",
         "window",
     )
 
@@ -162,6 +185,8 @@ class Machine:
         self.state = _CLOSED
         self.gen = 0
         self.lane = LANE_LOCKED
+        self.valid: LaneToken | None = None  # the open lane's token
+        self.fast: LaneToken | None = None  # the same, in the untimed lane with no sample due
         # A Random holds 2.5 KB of state: breakers share one unless given theirs.
         self.rng = rng if rng is not None else _SHARED_RNG
         self.pending: list[Transition] | None = None
@@ -197,7 +222,7 @@ class Machine:
     def apply_config(self, config: CircuitConfig, *, rebuild_window: bool | None = None) -> None:
         """Adopt ``config`` keeping state and counters (the window is rebuilt
         only when its shape changes)."""
-        self.lane = LANE_LOCKED
+        self._close_lane()
         self.fold()
         old = getattr(self, "config", None)
         if rebuild_window is None:
@@ -235,17 +260,17 @@ class Machine:
 
     def reset_metrics(self) -> None:
         """Zero the lifetime counters reported by ``metrics()``."""
-        # Successes counted without the lock only grow ``lockfree``; fold()
-        # adds what it gained since ``lockfree_folded`` to successful_calls
-        # (and to a time window), under the lock, before either is read.
-        self.lockfree = 0
+        # Successes counted without the lock count ``left`` down, in runs
+        # (see lockfree_step); ``issued`` is what the runs so far add up to,
+        # so ``issued - left`` successes were counted. fold() adds what that
+        # gained since ``lockfree_folded`` to successful_calls (and to a time
+        # window), under the lock, before either is read.
+        self.run = 1
+        self.issued = 1
+        self.left = 1
         self.lockfree_folded = 0
-        self.admissions = 0  # admissions while LANE_UNTIMED
-        # Where the next latency sample is taken (resilience._latency): the
-        # lockfree count of the next timed sample, and the admission count
-        # of the next untimed one.
-        self.sample_success = 0
-        self.sample_admission = 0
+        self.skip = 0  # LANE_UNTIMED, a run over: admissions to its sample
+        self.unsampled = 0  # LANE_UNTIMED: the calls the next sample stands for
         self.successful_calls = 0
         self.failed_calls = 0
         self.ignored_calls = 0
@@ -331,17 +356,14 @@ class Machine:
             return True
         return False
 
-    def on_success(
-        self, gen: int, now: float, duration: float | None, sampled: bool = False
-    ) -> None:
+    def on_success(self, gen: int, now: float, duration: float | None, weight: int = 0) -> None:
         """Record a success of a call admitted under ``gen`` that took
-        ``duration`` seconds (``None``: not timed); ``sampled``: a lock-free
-        caller's latency sample, standing for its run of calls."""
-        if self.lockfree != self.lockfree_folded:
-            self.fold()
+        ``duration`` seconds (``None``: not timed); ``weight``: a lock-free
+        caller's latency sample, standing for that many calls."""
+        self.fold()
         self.successful_calls += 1
         same = gen == self.gen
-        slow = self._timed(duration, SAMPLE_WEIGHT if sampled and same else 1)
+        slow = self._timed(duration, weight if weight and same else 1)
         if not same:
             return
         s = self.state
@@ -354,7 +376,7 @@ class Machine:
             if w.failures or w.slow:
                 # A success can still trip: it may bring the window up to
                 # minimum_calls with a rate over its limit.
-                self.lane = LANE_LOCKED
+                self._close_lane()
                 self._after_record(now)
             else:
                 self._open_lane()
@@ -384,7 +406,7 @@ class Machine:
     ) -> None:
         """Record a failure of ``category``; ``trip`` opens the circuit at once."""
         if gen == self.gen:
-            self.lane = LANE_LOCKED  # first: lock-free callers must see it at once
+            self._close_lane()  # first: lock-free callers must see it at once
         self.fold()
         self.failed_calls += 1
         by_cat = self.failures_by_category
@@ -456,7 +478,8 @@ class Machine:
 
     def _open_lane(self) -> None:
         """After a clean success under the lock: let later successes be
-        counted without it, if the window is settled (see LANE_TIMED)."""
+        counted without it, if the window is settled (see LANE_TIMED). A lane
+        already open keeps its token (callers under way stay lock-free)."""
         if not LOCK_FREE or self.nested:
             return
         w = self.window
@@ -466,22 +489,36 @@ class Machine:
             self.lockfree_until = _INF  # a count window has no buckets
         else:
             self.lockfree_until = w.newest_end
-        untimed = self.untimed_ok and self.successful_calls >= EXACT
-        self.lane = LANE_UNTIMED if untimed else LANE_TIMED
+        timed = not (self.untimed_ok and self.successful_calls >= EXACT)
+        t = self.valid
+        if t is None or t.gen != self.gen or t.timed != timed:
+            t = LaneToken(self.gen, timed)
+            if self.left < 1:
+                self._next_run()  # a run whose sample never came back
+            self.lane = LANE_TIMED if timed else LANE_UNTIMED
+            self.valid = t
+            self.fast = None if timed else t
+
+    def _close_lane(self) -> None:
+        """Count nothing more without the lock: first in every change that
+        can unsettle the window."""
+        self.valid = None
+        self.fast = None
+        self.lane = LANE_LOCKED
 
     def note_nested(self) -> None:
         """A nested call was seen: close the lock-free lane for good (a call
         counted without the lock cannot tell that it is nested)."""
         self.nested = True
         if self.lane > 0:
-            self.lane = LANE_LOCKED
+            self._close_lane()
 
     def fold(self) -> None:
         """Add the successes counted without the lock since the last fold to
         ``successful_calls`` and, with a time window, to its newest bucket
         (a count window is full of successes while they are counted, so it
         has nothing to add). Under the lock, before either is read."""
-        counted = self.lockfree
+        counted = self.issued - self.left
         n = counted - self.lockfree_folded
         if n:
             self.lockfree_folded = counted
@@ -491,47 +528,98 @@ class Machine:
                 w.count_newest(n)
 
     def count_lockfree(self, gen: int, end: float, duration: float) -> bool:
-        """Count a success without the lock if the lane allows it (the
-        generated guard's timed lock-free step, for ``breaker.call``); whether
-        it did. No call and no backward jump between the check and the write."""
+        """Count a timed success admitted under ``gen`` without the lock if
+        the lane allows it (the guard's timed lane, for the generic driver);
+        whether it did. No call between the check and the write."""
+        t = self.valid
         if (
-            self.lane > 0
-            and gen == self.gen
+            t is not None
+            and t.gen == gen
             and duration <= self.slow_threshold
             and end < self.lockfree_until
         ):
-            n = self.lockfree + 1
-            self.lockfree = n
-            if n >= self.sample_success:
-                self.lockfree_sample(gen, n, duration, False)
+            n = self.left - 1
+            self.left = n
+            if not n:
+                self.lockfree_step(t, 0, duration, 0)
             return True
         return False
 
-    def next_sample_admission(self, k: int) -> None:
-        """The ``k``-th untimed admission is the latency sample of its run:
-        draw where the next run's sample is."""
-        self.sample_admission = next_place(k, self.rng)
+    def lockfree_step(self, t: LaneToken, n: int, duration: float, weight: int) -> bool:
+        """A success counted without the lock under ``t``, ``duration``
+        seconds long, that left ``n`` to go in its run, and is a latency
+        sample standing for ``weight`` calls (0: none). Whether the lane is
+        due to become LANE_UNTIMED (:meth:`promote`, under the lock). Not
+        under the lock itself: a racing thread may cost a sample, never a
+        count.
 
-    def lockfree_sample(self, gen: int, n: int, duration: float, untimed: bool) -> None:
-        """The latency of the ``n``-th lock-free success, admitted under
-        ``gen``: every one of the first 1,024 at weight 1, then one in each
-        run of 32 at weight 32 (``untimed``: picked at admission, see
-        :meth:`next_sample_admission`). Not under the lock: at worst a
-        racing thread takes one sample too many or too few."""
-        if not untimed:
-            self.sample_success = n + 1 if n < EXACT else next_place(n, self.rng)
-        if gen != self.gen:
+        The sampling rule (see ``resilience._latency``): successes counted
+        without the lock count ``left`` down, in runs of random length, and
+        one call stands for each run. In LANE_TIMED it is the call that ends
+        the run. In LANE_UNTIMED the call that ends a run calls
+        :meth:`arm_sample` (no clock read before that), and the sample is an
+        admission a random number of admissions later (it takes ``unsampled``
+        when admitted): a random place among the calls started, not the
+        first to start after a run ends (with calls gathered in batches,
+        always the batch's first query), nor the first to finish (under
+        concurrency, the fastest). Either way the weight is fixed before the
+        sample's call ends, so it does not depend on how long the call took.
+        """
+        if weight:
+            self._sample(t, duration, weight)
+        if n:
+            return False
+        if not t.timed:
+            self.arm_sample(t)
+            return False
+        run = self.run
+        self._next_run()
+        self._sample(t, duration, run)
+        return (
+            self.untimed_ok
+            and self.valid is t
+            and self.successful_calls + self.issued - self.left - self.lockfree_folded >= EXACT
+        )
+
+    def arm_sample(self, t: LaneToken) -> None:
+        """LANE_UNTIMED: a run ended under ``t``; the next one starts, and the
+        ``skip``-th admission from now (one to 64, drawn) is the sample
+        standing for the run that ended (for every run since the last
+        sample, if that one has not come yet)."""
+        skip = next_skip(self.rng)
+        run = self.run
+        self._next_run()
+        self.unsampled += run
+        if self.fast is t:
+            self.skip = skip
+            self.fast = None
+
+    def _next_run(self) -> None:
+        """Start the next run of lock-free successes, ``run`` long from now
+        (successes counted past the end of the one before, by calls in
+        flight, belong to that one). No call between the read of ``left``
+        and the write."""
+        nxt = next_run(self.issued, self.rng)
+        left = self.left
+        add = nxt - left if left < 0 else nxt
+        self.run = nxt  # what the run's sample stands for
+        self.issued += add
+        self.left = left + add
+
+    def _sample(self, t: LaneToken, duration: float, weight: int) -> None:
+        if t.gen != self.gen:
             return  # a transition or a reset since: not these metrics' call
         lat = self.latency
         if lat is None:
             lat = self.latency = Latency()
-        lat.add(duration, SAMPLE_WEIGHT if untimed or n >= EXACT else 1)
-        if (
-            self.lane == LANE_TIMED
-            and self.untimed_ok
-            and self.successful_calls + n - self.lockfree_folded >= EXACT
-        ):
-            self.lane = LANE_UNTIMED  # 1,024 successes timed in all
+        lat.add(duration, weight)
+
+    def promote(self, t: LaneToken) -> None:
+        """Under the lock: LANE_TIMED becomes LANE_UNTIMED once 1,024
+        successes were timed, if no rule needs durations."""
+        if self.valid is t:
+            self.fold()
+            self._open_lane()
 
     def refresh_window(self, now: float) -> CountWindow | TimeWindow:
         """The window, describing the calls of the window at ``now``."""
@@ -543,7 +631,7 @@ class Machine:
     # -- transitions -------------------------------------------------------
 
     def _set(self, new: CircuitState, reason: str, at: float, remote: bool = False) -> None:
-        self.lane = LANE_LOCKED
+        self._close_lane()
         t = Transition(self.state, new, reason, at, remote)
         if self.pending is None:
             self.pending = [t]
@@ -585,7 +673,7 @@ class Machine:
         self.probe_since = None
 
     def _close(self, at: float, reason: str, remote: bool = False) -> None:
-        self.lane = LANE_LOCKED
+        self._close_lane()
         self.fold()
         self.window.clear()
         self.consecutive_failures = 0

@@ -20,8 +20,16 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import settings
 
 from resilience.testing._servers import ensure_postgres, ensure_redis
+
+# Property tests draw the same examples on every run (a fixed seed per test),
+# so a CI run cannot pass or fail by the luck of the draw. To search afresh:
+# RESILIENCE_HYPOTHESIS=explore pytest ...
+settings.register_profile("deterministic", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("RESILIENCE_HYPOTHESIS", "deterministic"))
 
 PG_DSN_ENV = "RESILIENCE_TEST_PG_DSN"
 PG_DSN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"

@@ -21,12 +21,13 @@ import pytest
 
 from resilience import CircuitBreaker, CircuitOpenError, CircuitState, Registry, circuit
 from resilience._latency import EXACT as _HIST_EXACT
-from resilience._latency import SAMPLE_WEIGHT
+from resilience._latency import RUN, RUN_MAX, RUN_MIN, SAMPLE_WEIGHT, SKIP
 from resilience._machine import LANE_LOCKED as FAST_NONE
 from resilience._machine import LANE_OPEN as FAST_OPEN
 from resilience._machine import LANE_TIMED as FAST_SETTLED
 from resilience._machine import LANE_TIMED as FAST_TIME
 from resilience._machine import LANE_UNTIMED as FAST_UNTIMED
+from resilience._machine import LaneToken
 from resilience.testing import FakeClock
 
 
@@ -170,23 +171,24 @@ EVERY_LOCK_FREE_WINDOW = pytest.mark.parametrize(
 
 def _unfolded(m: Any) -> int:
     """Successes counted without the lock and not yet folded in."""
-    return int(m.lockfree - m.lockfree_folded)
+    return int(m.issued - m.left - m.lockfree_folded)
 
 
 async def test_a_settled_count_window_skips_the_clock_on_most_calls() -> None:
-    """Past 1,024 timed successes, about 31 calls in 32 read no clock at all."""
+    """Past 1,024 timed successes, one call per run (128 to 255 calls) reads the
+    clock, the run's latency sample; the rest read no clock at all."""
     clock = CountingClock()
     breaker, call = _breaker_and_guard(clock)
     for i in range(_HIST_EXACT):
         await call(i)
     assert breaker._m.lane == FAST_UNTIMED
     clock.reads = 0
-    calls = SAMPLE_WEIGHT * 2_000
+    calls = RUN * 1_000
     for i in range(calls):
         await call(i)
-    # Two reads per timed call, about one timed call in 32 (random gaps).
+    # Two reads per timed call; runs average 63.5 calls.
     assert clock.reads % 2 == 0
-    assert clock.reads // 2 == pytest.approx(calls / SAMPLE_WEIGHT, rel=0.1)
+    assert clock.reads // 2 == pytest.approx(calls / (RUN - 0.5), rel=0.1)
     assert breaker.metrics()["successful_calls"] == _HIST_EXACT + calls
 
 
@@ -268,8 +270,9 @@ async def test_a_failure_in_a_time_window_is_recorded_and_rates_stay_exact() -> 
 
 @EVERY_LOCK_FREE_WINDOW
 async def test_sampled_latency_stands_for_every_call(settings: dict[str, Any], fast: int) -> None:
-    """Mean and p99 stay right past the first 1,024 calls, when one call in 32
-    feeds the latency metrics (and, untimed, 31 in 32 skip the clock): a
+    """Mean and p99 stay right past the first 1,024 calls, when one call in a
+    run of about 192 feeds the latency metrics (and, untimed, the others skip
+    the clock): a
     sample is weighted for the calls it stands for (slow warm-up, fast steady
     state)."""
     clock = FakeClock()
@@ -420,10 +423,9 @@ async def _in_step_with_32(
 async def test_a_rhythm_in_the_traffic_does_not_pick_the_sample(
     settings: dict[str, Any], fast: int
 ) -> None:
-    """Two queries per request on one breaker, 1 ms and 10 ms: each run of 32
-    calls is sampled at a random place, so the sample sees both, and the
-    mean and the histogram describe both (every 32nd call would always be the
-    same query)."""
+    """Two queries per request on one breaker, 1 ms and 10 ms: runs have
+    random lengths, so the sample sees both, and the mean and the histogram
+    describe both (every n-th call, n even, would always be the same query)."""
     clock = FakeClock()
     reg = Registry(clock=clock, rng=random.Random(2026))
 
@@ -501,20 +503,21 @@ async def test_calls_finishing_out_of_order_do_not_pick_the_sample(
     breaker.metrics()
     m = breaker._m
     latency, timed = m.latency.total, m.latency.timed
-    for _ in range(2_000):
+    for _ in range(4_000):
         await asyncio.gather(*(fetch(i) for i in range(64)))
     breaker.metrics()
     mean = (m.latency.total - latency) / (m.latency.timed - timed)
-    # Sampling every first-to-finish call would read 1.000 ms; the noise of
-    # 4,000 samples is about 1.6%.
+    # Sampling every first-to-finish (or first-to-start) call would read
+    # 1.000 ms; the noise of about 1,300 samples is about 2.5%.
     assert mean == pytest.approx((63 * 0.001 + 0.010) / 64, rel=0.05)
 
 
-@pytest.mark.parametrize("through", ["guard"])
-async def test_each_run_of_32_is_sampled_once_at_a_random_place(through: str) -> None:
-    """Past the first 1,023, a run that times every call feeds the metrics
-    exactly one call of each run of 32, at weight 32, at a place drawn at
-    random (every 32nd call would keep to one place), whether the calls come
+@pytest.mark.parametrize("through", ["guard", "breaker.call"])
+async def test_each_run_is_sampled_once_by_its_last_call(through: str) -> None:
+    """Past the first 1,024, a breaker that times every call feeds the
+    metrics one call per run, the run's last, weighted for the run's length:
+    lengths drawn from 128 to 255 (a fixed length would keep to one place in a
+    rhythm of the traffic), adding up to every call, whether the calls come
     through the generated guard or through ``breaker.call``."""
     clock = FakeClock()
     reg = Registry(clock=clock, rng=random.Random(2026))
@@ -526,69 +529,30 @@ async def test_each_run_of_32_is_sampled_once_at_a_random_place(through: str) ->
     breaker = read.breaker  # type: ignore[attr-defined]
     call = read if through == "guard" else functools.partial(breaker.call, read.__wrapped__)  # type: ignore[attr-defined]
     m = breaker._m
-    picked: list[int] = []
-    await call()
-    for _ in range(2 * _HIST_EXACT + 32 * 50):
-        assert m.latency is not None
+    for _ in range(2 * _HIST_EXACT):
+        await call()
+    assert m.lane == FAST_SETTLED
+    weights: list[int] = []
+    since = None  # calls since the last sample, from the first one seen
+    for _ in range(RUN * 100):
         timed = m.latency.timed
         await call()
-        if m.latency.timed != timed and m.lockfree >= _HIST_EXACT:
-            assert m.latency.timed - timed == SAMPLE_WEIGHT
-            assert m.sample_success >> 5 == (m.lockfree >> 5) + 1  # in the next run
-            picked.append(m.lockfree)
-    runs = sorted({n >> 5 for n in picked})
-    assert len(picked) == len(runs) >= 70  # one per run
-    assert runs == list(range(runs[0], runs[-1] + 1))  # every run
-    assert len({n & 31 for n in picked[1:]}) >= 16  # places spread over the run
-
-
-@pytest.mark.parametrize("through", ["guard"])
-async def test_an_untimed_breaker_samples_each_run_of_admissions_once(through: str) -> None:
-    """With no rule that needs durations, one call of each run of 32
-    admissions is timed, at a place drawn as ``next_sample`` draws it,
-    whether the calls come through the guard or ``breaker.call``."""
-    clock = FakeClock()
-    reg = Registry(clock=clock, rng=random.Random(2026))
-
-    @circuit("db", registry=reg)
-    async def read() -> None:
-        clock.advance(0.001)
-
-    breaker = read.breaker  # type: ignore[attr-defined]
-    call = read if through == "guard" else functools.partial(breaker.call, read.__wrapped__)  # type: ignore[attr-defined]
-    m = breaker._m
-    for _ in range(_HIST_EXACT):
-        await read()
-    assert m.lane == FAST_UNTIMED
-    picked: list[int] = []
-    for _ in range(32 * 80):
-        timed = m.latency.timed
-        await call()
+        if since is not None:
+            since += 1
         if m.latency.timed != timed:
-            assert m.latency.timed - timed == SAMPLE_WEIGHT
-            assert m.sample_admission >> 5 == (m.admissions >> 5) + 1  # in the next run
-            picked.append(m.admissions)
-    runs = sorted({k >> 5 for k in picked})
-    assert len(picked) == len(runs) >= 75  # one per run
-    assert len({k & 31 for k in picked[1:]}) >= 16  # places spread over the run
+            weights.append(m.latency.timed - timed)
+            assert since is None or weights[-1] == since  # the run's last call, for the run
+            since = 0
+    assert len(weights) >= 80
+    assert min(weights) >= RUN_MIN and max(weights) <= RUN_MAX
+    assert len(set(weights)) >= 30  # lengths spread over the range
+    assert sum(weights) / len(weights) == pytest.approx(RUN - 0.5, rel=0.1)
 
 
-def test_breakers_sample_different_calls(fake_clock: FakeClock) -> None:
-    """Each breaker draws from its own random generator (unless one is
-    injected), so breakers given the same traffic do not all sample the same calls."""
-    places = set()
-    for i in range(8):
-        breaker = CircuitBreaker(f"b{i}", clock=fake_clock, window_size=5, slow_call_duration=9)
-        one = breaker(lambda: 1)
-        for _ in range(_HIST_EXACT + 40):
-            one()
-        places.add(breaker._m.sample_success)
-    assert len(places) > 1
-
-
-async def test_an_untimed_runs_sample_always_stands_for_32() -> None:
-    """Once no rule needs durations, every sample is weighted 32, from the
-    first one on (the lock-free count may not have reached 1,024 yet)."""
+async def test_an_untimed_breaker_samples_a_random_admission_after_each_run() -> None:
+    """With no rule that needs durations, the sample of a run is the 1st to
+    64th admission after it ends (drawn), standing for the run's length (and
+    for the next run's too if that ends first)."""
     clock = FakeClock()
     reg = Registry(clock=clock, rng=random.Random(2026))
 
@@ -597,21 +561,71 @@ async def test_an_untimed_runs_sample_always_stands_for_32() -> None:
         clock.advance(0.001)
 
     m = read.breaker._m  # type: ignore[attr-defined]
+    for _ in range(2 * _HIST_EXACT):  # past the runs of one call
+        await read()
+    assert m.lane == FAST_UNTIMED
+    skips: list[int] = []
+    weights: list[int] = []
+    armed_for = 0
+    for _ in range(RUN * 150):
+        timed = m.latency.timed
+        armed = m.fast is None
+        await read()
+        if armed:
+            armed_for += 1
+        if m.latency.timed != timed:
+            weights.append(m.latency.timed - timed)
+            skips.append(armed_for)
+            armed_for = 0
+    assert len(weights) >= 80
+    assert min(skips) >= 1 and max(skips) <= SKIP  # admissions while armed, the sample's included
+    assert len(set(skips)) >= 30
+    # Whole runs: one, or two when the next run ended before the sample came.
+    assert min(weights[1:]) >= RUN_MIN and max(weights[1:]) <= 2 * RUN_MAX
+
+
+def test_breakers_sample_different_calls(fake_clock: FakeClock) -> None:
+    """Breakers share one random generator (unless given their own), so
+    breakers given the same traffic draw different runs: they do not all
+    sample the same calls."""
+    places = set()
+    for i in range(8):
+        breaker = CircuitBreaker(f"b{i}", clock=fake_clock, window_size=5, slow_call_duration=9)
+        one = breaker(lambda: 1)
+        for _ in range(_HIST_EXACT + 40):
+            one()
+        places.add((breaker._m.run, breaker._m.left))
+    assert len(places) > 1
+
+
+async def test_untimed_samples_add_up_to_the_calls_they_stand_for() -> None:
+    """Once no rule needs durations, the samples' weights add up to the calls
+    made, from the first untimed sample on (the lock-free count may not have
+    reached 1,024 when the lane changes)."""
+    clock = FakeClock()
+    reg = Registry(clock=clock, rng=random.Random(2026))
+
+    @circuit("db", registry=reg)
+    async def read() -> None:
+        clock.advance(0.001)
+
+    breaker = read.breaker  # type: ignore[attr-defined]
+    m = breaker._m
     for _ in range(_HIST_EXACT):
         await read()
     assert m.lane == FAST_UNTIMED
-    assert m.lockfree < _HIST_EXACT  # the window filled under the lock
-    steps = set()
-    for _ in range(32 * 20):
-        timed = m.latency.timed
+    timed = m.latency.timed
+    for _ in range(RUN * 200):
         await read()
-        steps.add(m.latency.timed - timed)
-    assert steps == {0, SAMPLE_WEIGHT}
+    # Every call but those of the runs whose sample has not come yet.
+    owed = m.unsampled + (m.run - m.left)
+    assert m.latency.timed - timed + owed == pytest.approx(RUN * 200, abs=2 * RUN)
+    assert breaker.metrics()["avg_latency_ms"] == pytest.approx(1.0)
 
 
 async def test_a_sample_in_flight_across_a_reset_counts_once() -> None:
-    """A call picked to stand for 32 that finishes after a reset is recorded
-    in the fresh metrics as itself, not as 32 calls."""
+    """A call picked to stand for its run that finishes after a reset is
+    recorded in the fresh metrics as itself, not as the run."""
     clock = FakeClock()
     reg = Registry(clock=clock, rng=random.Random(2026))
     gate = asyncio.Event()
@@ -627,7 +641,7 @@ async def test_a_sample_in_flight_across_a_reset_counts_once() -> None:
     breaker = read.breaker  # type: ignore[attr-defined]
     for _ in range(2 * _HIST_EXACT):
         await read()
-    while breaker._m.admissions + 1 < breaker._m.sample_admission:
+    while not (breaker._m.fast is None and breaker._m.skip == 1):
         await read()  # until the next admission is a sample
     in_flight = asyncio.create_task(read(wait=True))
     await asyncio.sleep(0)
@@ -701,7 +715,7 @@ def test_a_sample_of_an_older_generation_is_dropped(fake_clock: FakeClock) -> No
     m = breaker._m
     gen = m.gen
     breaker.reset()
-    m.lockfree_sample(gen, 5, 0.5, False)
+    m.lockfree_step(LaneToken(gen, True), 0, 0.5, 5)
     assert m.latency is None  # nothing timed since the reset
 
 
@@ -878,12 +892,22 @@ def test_settled_successes_from_threads_are_all_counted(isolated_registry: Regis
         for _ in range(per_thread):
             call()
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert call.breaker.metrics()["successful_calls"] == 4 * per_thread  # type: ignore[attr-defined]
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch in the middle of everything
+    try:
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(previous)
+    metrics = call.breaker.metrics()  # type: ignore[attr-defined]
+    assert metrics["successful_calls"] == 4 * per_thread
+    # The latency samples stand for about as many calls: a race may cost a
+    # sample or share one, never inflate them.
+    m = call.breaker._m  # type: ignore[attr-defined]
+    assert m.latency.timed == pytest.approx(4 * per_thread, rel=0.1)
 
 
 # -- races the lock-free paths must see --------------------------------------
@@ -938,8 +962,8 @@ async def test_a_slow_call_rule_added_mid_call_applies_to_later_calls() -> None:
         await call()
     breaker = call.breaker  # type: ignore[attr-defined]
     assert breaker._m.lane == FAST_UNTIMED
-    while breaker._m.admissions + 1 >= breaker._m.sample_admission:
-        await call()  # until the next admission is one the sample skips
+    while breaker._m.fast is None:
+        await call()  # until the next admission is untimed
     in_flight = asyncio.create_task(call(wait=True))
     await asyncio.sleep(0)
     breaker.reconfigure(slow_call_duration=0.1, slow_call_rate=0.5, minimum_calls=1)
@@ -1054,8 +1078,13 @@ def test_lock_free_paths_hold_their_invariants_under_thread_chaos() -> None:
                     good = good and m.lockfree_until == math.inf
                 if f == FAST_UNTIMED:
                     good = good and m.untimed_ok
+                # The lane's token: of this generation, timed as the lane
+                # says, and the untimed shortcut only ever that token.
+                t = m.valid
+                good = good and t is not None and t.gen == m.gen
+                good = good and t.timed == (f == FAST_TIME) and m.fast in (None, t)
             else:
-                good = True
+                good = m.valid is None and m.fast is None
             if not good:
                 broken.append((m.state, f, w.calls, w.failures))
 
@@ -1112,8 +1141,8 @@ async def test_breaker_call_counts_settled_successes_without_the_lock() -> None:
         await breaker.call(read)
     m = breaker._m
     assert m.lane > 0
-    before = m.lockfree
+    before = _unfolded(m)
     for _ in range(50):
         assert await breaker.call(read) == 1
-    assert m.lockfree == before + 50
+    assert _unfolded(m) == before + 50
     assert breaker.metrics()["successful_calls"] == 60

@@ -182,7 +182,7 @@ class BreakerVsModel(RuleBasedStateMachine):
     def release(self, ok: bool, data: st.DataObject) -> None:
         i = data.draw(st.integers(0, len(self.held) - 1))
         permit, gen, started = self.held.pop(i)
-        slow = self.clock.monotonic() - started >= SLOW
+        slow = self.clock.monotonic() - started > SLOW  # strictly slower (DESIGN)
         self._settle(permit, gen, ok, slow)
 
     @rule(seconds=st.sampled_from([0.5, 5.0, 10.0, 20.0, 40.0]))
