@@ -494,7 +494,7 @@ class Machine:
         if t is None or t.gen != self.gen or t.timed != timed:
             t = LaneToken(self.gen, timed)
             if self.left < 1:
-                self._next_run()  # a run whose sample never came back
+                self._next_run()  # a run ended and the next was not drawn (a race)
             self.lane = LANE_TIMED if timed else LANE_UNTIMED
             self.valid = t
             self.fast = None if timed else t
@@ -572,9 +572,7 @@ class Machine:
         if not t.timed:
             self.arm_sample(t)
             return False
-        run = self.run
-        self._next_run()
-        self._sample(t, duration, run)
+        self._sample(t, duration, self._next_run())
         return (
             self.untimed_ok
             and self.valid is t
@@ -587,24 +585,24 @@ class Machine:
         standing for the run that ended (for every run since the last
         sample, if that one has not come yet)."""
         skip = next_skip(self.rng)
-        run = self.run
-        self._next_run()
-        self.unsampled += run
+        self.unsampled += self._next_run()
         if self.fast is t:
             self.skip = skip
             self.fast = None
 
-    def _next_run(self) -> None:
-        """Start the next run of lock-free successes, ``run`` long from now
-        (successes counted past the end of the one before, by calls in
-        flight, belong to that one). No call between the read of ``left``
-        and the write."""
-        nxt = next_run(self.issued, self.rng)
+    def _next_run(self) -> int:
+        """Start the next run of lock-free successes, ``run`` long from now.
+        Returns what the run that ended stands for: its length, and the
+        successes other threads counted past its end before this. No call
+        between the read of ``left`` and the writes."""
+        length = next_run(self.issued, self.rng)
+        ended = self.run
         left = self.left
-        add = nxt - left if left < 0 else nxt
-        self.run = nxt  # what the run's sample stands for
-        self.issued += add
-        self.left = left + add
+        over = -left if left < 0 else 0
+        self.run = length
+        self.issued += length + over
+        self.left = left + over + length
+        return ended + over
 
     def _sample(self, t: LaneToken, duration: float, weight: int) -> None:
         if t.gen != self.gen:
