@@ -9,6 +9,7 @@ for an assertion. Keys live under a fresh prefix per test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -298,23 +299,39 @@ WORKER = textwrap.dedent(
 )
 
 
-def test_real_processes_hear_a_trip(redis_url: str, prefix: str) -> None:
-    """Three spawned worker processes each see a trip made in this one."""
+@contextlib.contextmanager
+def spawned(script: str, n: int, *args: str) -> Iterator[list[subprocess.Popen[str]]]:
+    """``n`` processes running ``script`` with ``args``, each past its
+    "ready" line; killed on the way out if still running."""
     env = {**os.environ, "PYTHONWARNINGS": "error"}
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, redis_url, prefix],
+            [sys.executable, "-c", script, *args],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env=env,
         )
-        for _ in range(3)
+        for _ in range(n)
     ]
-    store = RedisStore(redis_url, prefix=prefix, refresh_interval=0.5)
     try:
         for w in workers:
             assert w.stdout is not None
             assert w.stdout.readline().strip() == "ready"
+        yield workers
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+
+
+def test_real_processes_hear_a_trip(redis_url: str, prefix: str) -> None:
+    """Three spawned worker processes each see a trip made in this one."""
+    with (
+        spawned(WORKER, 3, redis_url, prefix) as workers,
+        RedisStore(redis_url, prefix=prefix, refresh_interval=0.5) as store,
+    ):
         breaker = Registry(store=store).get_or_create("shared", failure_threshold=1,
                                                       recovery_timeout=30)  # fmt: skip
         trip(breaker)
@@ -322,12 +339,6 @@ def test_real_processes_hear_a_trip(redis_url: str, prefix: str) -> None:
             out, _ = w.communicate(timeout=30)
             assert out.strip() == "open"
             assert w.returncode == 0
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-                w.wait()
-        store.close()
 
 
 async def test_a_killed_prober_is_replaced_when_its_lease_runs_out(
@@ -435,22 +446,10 @@ PROBER = textwrap.dedent(
 def test_eight_processes_send_one_probe_per_round(redis_url: str, prefix: str) -> None:
     """8 spawned processes x 5 callers each, at every deadline: one dependency call per
     half-open round, fleet-wide."""
-    env = {**os.environ, "PYTHONWARNINGS": "error"}
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", PROBER, redis_url, prefix, "4.0"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(8)
-    ]
-    store = RedisStore(redis_url, prefix=prefix, refresh_interval=0.5)
-    try:
-        for w in workers:
-            assert w.stdout is not None
-            assert w.stdout.readline().strip() == "ready"
+    with (
+        spawned(PROBER, 8, redis_url, prefix, "4.0") as workers,
+        RedisStore(redis_url, prefix=prefix, refresh_interval=0.5) as store,
+    ):
         breaker = Registry(store=store).get_or_create(
             "herd", failure_threshold=1, recovery_timeout=0.3, half_open_max_calls=1,
             success_threshold=1,
@@ -471,12 +470,6 @@ def test_eight_processes_send_one_probe_per_round(redis_url: str, prefix: str) -
                     probes[epoch] = probes.get(epoch, 0) + 1
         assert len(probes) >= 3  # several rounds in 4 s
         assert set(probes.values()) == {1}, probes
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-                w.wait()
-        store.close()
 
 
 async def test_workers_leaving_and_joining_during_an_outage(
