@@ -89,6 +89,15 @@ def _guard_above(frame: Any, breaker: CircuitBreaker) -> bool:
     return False
 
 
+def _frame_above(depth: int) -> Any:
+    """The frame ``depth`` levels above the caller, or ``None`` when the stack
+    is not that deep (a guard run as the first frame of a thread)."""
+    try:
+        return sys._getframe(depth + 1)
+    except ValueError:
+        return None
+
+
 def _since(start: float | None, now: float) -> float | None:
     return None if start is None else now - start
 
@@ -262,7 +271,7 @@ class CircuitBreaker:
         (that call records the outcome)."""
         exc = sys.exc_info()[1]
         assert exc is not None
-        if not self._nested_in_guard(sys._getframe(2)):
+        if not self._nested_in_guard(_frame_above(2)):
             self._settle_error(gen, start, exc)
 
     def _nested_in_guard(self, frame: Any, depth: int = 1 << 30) -> bool:
@@ -312,7 +321,7 @@ class CircuitBreaker:
             self._look_up_in = left
             return
         self._look_up_in = _LOOK_UP_EVERY
-        if _guard_above(sys._getframe(3), self):
+        if _guard_above(_frame_above(3), self):
             self._note_nested()
 
     # Everything but the hot path commits to the machine through these two.

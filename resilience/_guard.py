@@ -132,6 +132,8 @@ def _g_template(
                 try:
                     _g_result = await _g_fn(*_g_args, **_g_kwargs)  # <call>
                 except:  # BaseException, without a name to look up
+                    if _g_w > 0 and _g_t.gen == _g_m.gen:
+                        _g_m.unsampled += _g_w  # the next sample stands for them
                     _g_b._fast_error(_g_t.gen, _g_start)
                     raise
                 _g_end = _g_now()

@@ -270,7 +270,7 @@ class Machine:
         self.left = 1
         self.lockfree_folded = 0
         self.skip = 0  # LANE_UNTIMED, a run over: admissions to its sample
-        self.unsampled = 0  # LANE_UNTIMED: the calls the next sample stands for
+        self.unsampled = 0  # lock-free calls the next latency sample stands for
         self.successful_calls = 0
         self.failed_calls = 0
         self.ignored_calls = 0
@@ -494,7 +494,7 @@ class Machine:
         if t is None or t.gen != self.gen or t.timed != timed:
             t = LaneToken(self.gen, timed)
             if self.left < 1:
-                self._next_run()  # a run ended and the next was not drawn (a race)
+                self._next_run()  # a run ended and its thread has not started the next yet
             self.lane = LANE_TIMED if timed else LANE_UNTIMED
             self.valid = t
             self.fast = None if timed else t
@@ -529,8 +529,10 @@ class Machine:
 
     def count_lockfree(self, gen: int, end: float, duration: float) -> bool:
         """Count a timed success admitted under ``gen`` without the lock if
-        the lane allows it (the guard's timed lane, for the generic driver);
-        whether it did. No call between the check and the write."""
+        the lane allows it (the guard's timed lane, for the generic driver,
+        which times every call: the call that ends a run is its sample, in
+        either lane); whether it did. No call between the check and the
+        write."""
         t = self.valid
         if (
             t is not None
@@ -541,29 +543,32 @@ class Machine:
             n = self.left - 1
             self.left = n
             if not n:
-                self.lockfree_step(t, 0, duration, 0)
+                self._next_run()
+                self._sample(t, duration, self._take_unsampled())
             return True
         return False
 
     def lockfree_step(self, t: LaneToken, n: int, duration: float, weight: int) -> bool:
-        """A success counted without the lock under ``t``, ``duration``
-        seconds long, that left ``n`` to go in its run, and is a latency
-        sample standing for ``weight`` calls (0: none). Whether the lane is
-        due to become LANE_UNTIMED (:meth:`promote`, under the lock). Not
-        under the lock itself: a racing thread may cost a sample, never a
-        count.
+        """A guard's success counted without the lock under ``t``,
+        ``duration`` seconds long, that left ``n`` to go in its run, and is
+        LANE_UNTIMED's latency sample standing for ``weight`` calls (0: it is
+        not). Whether the lane is due to become LANE_UNTIMED (:meth:`promote`,
+        under the lock). Not under the lock itself: a racing thread may cost
+        a sample, never a count.
 
         The sampling rule (see ``resilience._latency``): successes counted
-        without the lock count ``left`` down, in runs of random length, and
-        one call stands for each run. In LANE_TIMED it is the call that ends
-        the run. In LANE_UNTIMED the call that ends a run calls
+        without the lock count ``left`` down, in runs of random length; each
+        run that ends adds what it stands for to ``unsampled``, and each
+        sample takes all of it. In LANE_TIMED the sample is the call that
+        ends the run. In LANE_UNTIMED the call that ends a run calls
         :meth:`arm_sample` (no clock read before that), and the sample is an
-        admission a random number of admissions later (it takes ``unsampled``
-        when admitted): a random place among the calls started, not the
-        first to start after a run ends (with calls gathered in batches,
-        always the batch's first query), nor the first to finish (under
-        concurrency, the fastest). Either way the weight is fixed before the
-        sample's call ends, so it does not depend on how long the call took.
+        admission a random number of admissions later (it takes
+        ``unsampled`` when admitted): a random place among the calls
+        started, not the first to start after a run ends (with calls gathered
+        in batches, always the batch's first query), nor the first to finish
+        (under concurrency, the fastest). Either way the weight is fixed
+        before the sample's call ends, so it does not depend on how long the
+        call took.
         """
         if weight:
             self._sample(t, duration, weight)
@@ -572,7 +577,8 @@ class Machine:
         if not t.timed:
             self.arm_sample(t)
             return False
-        self._sample(t, duration, self._next_run())
+        self._next_run()
+        self._sample(t, duration, self._take_unsampled())
         return (
             self.untimed_ok
             and self.valid is t
@@ -582,31 +588,37 @@ class Machine:
     def arm_sample(self, t: LaneToken) -> None:
         """LANE_UNTIMED: a run ended under ``t``; the next one starts, and the
         ``skip``-th admission from now (one to 64, drawn) is the sample
-        standing for the run that ended (for every run since the last
-        sample, if that one has not come yet)."""
+        standing for the runs not sampled yet."""
         skip = next_skip(self.rng)
-        self.unsampled += self._next_run()
+        self._next_run()
         if self.fast is t:
             self.skip = skip
             self.fast = None
 
-    def _next_run(self) -> int:
-        """Start the next run of lock-free successes, ``run`` long from now.
-        Returns what the run that ended stands for: its length, and the
-        successes other threads counted past its end before this. No call
-        between the read of ``left`` and the writes."""
+    def _next_run(self) -> None:
+        """If the run has ended (``left`` < 1), start the next one, ``run``
+        long, and add what the ended one stands for to ``unsampled``: its
+        length, and the successes other threads counted past its end before
+        this. A thread that finds it started already does nothing. No call
+        between the check and the writes."""
         length = next_run(self.issued, self.rng)
-        ended = self.run
         left = self.left
-        over = -left if left < 0 else 0
+        if left >= 1:
+            return
+        self.unsampled += self.run - left
         self.run = length
-        self.issued += length + over
-        self.left = left + over + length
-        return ended + over
+        self.issued += length - left
+        self.left = length
+
+    def _take_unsampled(self) -> int:
+        """What the next sample stands for; nothing is left for another."""
+        weight = self.unsampled
+        self.unsampled = 0
+        return weight
 
     def _sample(self, t: LaneToken, duration: float, weight: int) -> None:
-        if t.gen != self.gen:
-            return  # a transition or a reset since: not these metrics' call
+        if not weight or t.gen != self.gen:
+            return  # taken by another thread; or a transition or a reset since
         lat = self.latency
         if lat is None:
             lat = self.latency = Latency()

@@ -15,6 +15,7 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -1146,3 +1147,221 @@ async def test_breaker_call_counts_settled_successes_without_the_lock() -> None:
         assert await breaker.call(read) == 1
     assert _unfolded(m) == before + 50
     assert breaker.metrics()["successful_calls"] == 60
+
+
+# -- latency weights: every lock-free success is stood for, once ---------------
+
+
+def _owed(m: Any) -> int:
+    """Lock-free successes no latency sample stands for yet."""
+    return int(m.unsampled + (m.run - m.left))
+
+
+async def test_breaker_call_keeps_sampling_latency_in_the_untimed_lane() -> None:
+    """A breaker used only through ``breaker.call`` (which times every call)
+    whose lane reopened untimed still feeds its latency metrics: the call
+    that ends a run is its sample, in either lane."""
+    clock = FakeClock()
+    breaker = CircuitBreaker("db", clock=clock, rng=random.Random(1), window_size=10)
+
+    async def fast() -> None:
+        clock.advance(0.001)
+
+    async def slow() -> None:
+        clock.advance(0.100)
+
+    for _ in range(_HIST_EXACT + 100):
+        await breaker.call(fast)
+    breaker.reconfigure(minimum_calls=5)  # closes the lane; the next success reopens it
+    await breaker.call(fast)
+    assert breaker._m.lane == FAST_UNTIMED
+    timed, owed = breaker._m.latency.timed, _owed(breaker._m)
+    for _ in range(20_000):
+        await breaker.call(slow)
+    assert breaker._m.latency.timed - timed + _owed(breaker._m) - owed == 20_000
+    assert breaker.metrics()["avg_latency_ms"] == pytest.approx(95.0, rel=0.02)
+
+
+async def test_a_cancelled_latency_sample_hands_its_weight_on() -> None:
+    """LANE_UNTIMED: the admission picked as the sample takes the weight of
+    the runs not sampled yet; if its call is cancelled (or raises), the next
+    sample stands for them instead."""
+    clock = FakeClock()
+    reg = Registry(clock=clock, rng=random.Random(3))
+    gate = asyncio.Event()
+
+    @circuit("db", registry=reg)
+    async def read(wait: bool = False) -> None:
+        if wait:
+            await gate.wait()
+        clock.advance(0.001)
+
+    m = read.breaker._m  # type: ignore[attr-defined]
+    for _ in range(2 * _HIST_EXACT):
+        await read()
+    for _ in range(20):
+        while not (m.fast is None and m.skip == 1):
+            await read()
+        sample = asyncio.create_task(read(wait=True))  # this admission is the sample
+        await asyncio.sleep(0)
+        assert m.unsampled == 0 and m.fast is not None  # taken, and the lane handed back
+        sample.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sample
+    for _ in range(300):
+        await read()
+    read.breaker.metrics()  # type: ignore[attr-defined]
+    assert m.latency.timed + _owed(m) == m.successful_calls
+
+
+def test_latency_weights_add_up_under_threads_while_runs_are_one_call_long() -> None:
+    """window_size=2,000: the lane opens untimed with runs of one call, each
+    ending in ``arm_sample``; eight threads switching every microsecond lose
+    no weight and count none twice."""
+
+    def trial(seed: int) -> int:
+        reg = Registry(rng=random.Random(seed))
+
+        @circuit("db", registry=reg, window_size=2000)
+        def call() -> int:
+            return 1
+
+        b = call.breaker  # type: ignore[attr-defined]
+        m = b._m
+        for _ in range(2001):
+            call()
+        assert m.lane == FAST_UNTIMED and m.issued < _HIST_EXACT
+        with b._lock:
+            m.fold()
+            calls, weight, owed = m.successful_calls, m.latency.timed, _owed(m)
+
+        def work() -> None:
+            for _ in range(2000):
+                call()
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with b._lock:
+            m.fold()
+            return (m.successful_calls - calls) - (m.latency.timed - weight) - (_owed(m) - owed)
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        drift = [trial(seed) for seed in range(20)]
+    finally:
+        sys.setswitchinterval(previous)
+    assert drift == [0] * 20
+
+
+def test_a_lane_reopened_while_a_run_end_is_pending_keeps_the_runs_weight() -> None:
+    """Thread A has counted the last success of a run and is parked before
+    starting the next; thread B closes the lane (reconfigure) and reopens it
+    with one call. The run that ended keeps its weight, and A, resuming,
+    starts no second run."""
+    clock = FakeClock()
+    reg = Registry(clock=clock, rng=random.Random(9))
+
+    @circuit("db", registry=reg, slow_call_duration=1.0, window_size=10)  # LANE_TIMED
+    def call() -> None:
+        clock.advance(0.001)
+
+    b = call.breaker  # type: ignore[attr-defined]
+    m = b._m
+    for _ in range(3000):
+        call()
+    assert m.lane == FAST_SETTLED
+    while m.left != 1:
+        call()
+    with b._lock:
+        m.fold()
+        calls, weight, owed = m.successful_calls, m.latency.timed, _owed(m)
+    parked, go = threading.Event(), threading.Event()
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_name == "_run_done":
+            sys.setprofile(None)
+            parked.set()
+            go.wait()
+
+    def end_the_run() -> None:
+        sys.setprofile(hook)
+        call()  # the run's last success; parks before starting the next run
+        sys.setprofile(None)
+
+    a = threading.Thread(target=end_the_run)
+    a.start()
+    assert parked.wait(10)
+    b.reconfigure(minimum_calls=5)
+    call()  # reopens the lane under the lock
+    go.set()
+    a.join()
+    for _ in range(2000):
+        call()
+    with b._lock:
+        m.fold()
+        drift = (m.successful_calls - calls) - (m.latency.timed - weight) - (_owed(m) - owed)
+    assert drift == 0
+
+
+def _in_bare_threads(fn: Callable[[], None], n: int, done: Callable[[], bool]) -> list[str]:
+    """Run ``fn`` as the first frame of ``n`` threads (``_thread``: nothing
+    above it) until ``done()``; the names of the exceptions that escaped."""
+    import _thread
+
+    errors: list[str] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda args: errors.append(type(args.exc_value).__name__)
+    try:
+        for _ in range(n):
+            _thread.start_new_thread(fn, ())
+        deadline = time.monotonic() + 10
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # the last threads' exceptions, if any, reported
+    finally:
+        sys.unraisablehook = previous
+    return errors
+
+
+def test_a_guard_that_is_the_first_frame_of_its_thread_counts_its_successes() -> None:
+    """A sync guard started with ``_thread.start_new_thread`` has no caller
+    frame: the look up the stack for nested calls (at a run's end) finds
+    nothing, instead of raising ``ValueError`` out of a call that succeeded."""
+    reg = Registry(rng=random.Random(1))
+
+    @circuit("db", registry=reg, window_size=10)
+    def call() -> None: ...
+
+    for _ in range(2000):
+        call()
+    assert call.breaker._m.lane == FAST_UNTIMED  # type: ignore[attr-defined]
+    metrics = call.breaker.metrics  # type: ignore[attr-defined]
+    errors = _in_bare_threads(call, 1000, lambda: metrics()["total_calls"] >= 3000)
+    assert errors == []
+    assert metrics()["successful_calls"] == 3000
+
+
+def test_a_guard_that_is_the_first_frame_of_its_thread_records_its_failure() -> None:
+    """The same for a failure on the lock-free lane: the look up the stack
+    for an enclosing call finds nothing, and the failure is recorded (and
+    raised as itself, not as a ``ValueError``)."""
+    reg = Registry(rng=random.Random(1))
+    fail = [False]
+
+    @circuit("db", registry=reg, window_size=10, failure_threshold=100)
+    def call() -> None:
+        if fail[0]:
+            raise ConnectionError("down")
+
+    for _ in range(2000):
+        call()
+    assert call.breaker._m.lane == FAST_UNTIMED  # type: ignore[attr-defined]
+    fail[0] = True
+    metrics = call.breaker.metrics  # type: ignore[attr-defined]
+    errors = _in_bare_threads(call, 1, lambda: metrics()["failed_calls"] >= 1)
+    assert errors == ["ConnectionError"]
+    assert metrics()["failed_calls"] == 1
