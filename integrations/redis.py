@@ -118,6 +118,7 @@ class _Row:
     state: str = ""  # "open", "closed", "" (no row)
     lease_token: str = ""  # ours, while we hold the probe lease
     lease_until: float = 0.0  # local monotonic deadline of our lease
+    lease_epoch: int = -1  # the round our lease is for (a lease of another round is void)
     claiming: str = ""  # the token of our claim in flight (its message is ours)
 
 
@@ -188,7 +189,10 @@ class RedisStore:
             self.url = f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
             self._client = url_or_client
         else:
-            raise TypeError(f"expected a redis:// URL or a redis.Redis, got {url_or_client!r}")
+            # Only the type: a URL-like object's repr may carry a password.
+            raise TypeError(
+                f"expected a redis:// URL or a redis.Redis, got {type(url_or_client).__name__}"
+            )
         self.prefix = prefix
         self.channel = f"{prefix}:transitions"
         self.refresh_interval = float(refresh_interval)
@@ -206,7 +210,13 @@ class RedisStore:
             success_threshold=1,
         )
         self._lock = threading.Lock()
-        self._adopting = threading.Lock()  # store -> breaker lock order, never the reverse
+        # The rows: every read of Redis that feeds them and every change to
+        # them happens under this lock, so a reply never lands after a newer
+        # one (store -> breaker lock order, never the reverse). Breakers'
+        # listeners hear what was applied only once it is released.
+        self._rows_lock = threading.RLock()
+        self._rows_depth = threading.local()
+        self._applied: list[SharedBreaker] = []
         self._breakers: dict[str, SharedBreaker] = {}
         self._rows: dict[str, _Row] = {}
         self._inbox: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)
@@ -266,7 +276,7 @@ class RedisStore:
         row = self._rows.get(breaker.name)
         if row is None or row.state != "open":
             return True
-        if row.lease_token and self._now() < row.lease_until:
+        if row.lease_token and row.lease_epoch == row.epoch and self._now() < row.lease_until:
             return True
         self._post("claim", breaker.name)
         return False
@@ -323,7 +333,11 @@ class RedisStore:
             try:
                 while self._inbox:
                     kind, name = self._inbox.popleft()
-                    self._handle(kind, name)
+                    try:
+                        self._handle(kind, name)
+                    except CircuitOpenError:
+                        self._inbox.appendleft((kind, name))  # Redis down: kept for later
+                        raise
                 if self._resync or self._now() >= next_refresh:
                     self._resync = False
                     next_refresh = self._now() + self._jittered()
@@ -343,6 +357,9 @@ class RedisStore:
         """One Redis operation through the store's own breaker."""
         return self._guard.call_sync(fn, *args, **kwargs)
 
+    def _locked(self) -> _RowsLock:
+        return _RowsLock(self)
+
     def _handle(self, kind: str, name: str) -> None:
         breaker = self._breakers.get(name)
         if breaker is None:
@@ -350,55 +367,80 @@ class RedisStore:
         if kind == "claim":
             self._try_claim(name)
             return
-        state, remaining = breaker.shared_state()
-        row = self._rows[name]
-        if kind == "open" and (state is not _OPEN or (row.state == "open" and not row.lease_token)):
-            # It moved on before the message left, or the fleet already knows
-            # this opening (a prober's re-opening has the lease): nothing to say.
-            return
-        token = row.lease_token if kind == "closed" else ""
-        self._send(name, kind, remaining, token)
+        with self._locked():
+            state, remaining = breaker.shared_state()
+            row = self._rows[name]
+            if kind == "open" and (
+                state is not _OPEN or (row.state == "open" and not row.lease_token)
+            ):
+                # It moved on before the message left, or the fleet already
+                # knows this opening (a prober's re-opening has the lease).
+                return
+            token = row.lease_token if kind == "closed" else ""
+            self._send(name, kind, remaining, token)
 
     def _send(self, name: str, state: str, remaining: float, token: str) -> None:
+        """Propose ``state`` at the epoch this process knows (under the row
+        lock). An opening that loses to a row that is not open (a close this
+        process had not heard of, or a row Redis lost and restarted at a lower
+        epoch) is proposed once more at the row's epoch: a trip made here is
+        never closed by older news."""
         row = self._rows[name]
-        result = self._redis(
-            self._propose,
-            keys=[self._key(name)],
-            args=[row.epoch, state, int(remaining * 1000), f"{state} elsewhere",
-                  int(self.key_ttl * 1000), token, self.channel, name],
-        )  # fmt: skip
-        self.script_calls += 1
-        won, epoch, rstate, remaining_ms, lease_ms, lease = _decode(result)
-        row.lease_token = ""
-        row.lease_until = 0.0
-        if won:
-            row.epoch, row.state = epoch, rstate
-            return
-        # Lost the race: adopt the winner's row.
-        self._adopt(name, epoch, rstate, remaining_ms, lease_ms, lease)
+        for attempt in range(2):
+            result = self._redis(
+                self._propose,
+                keys=[self._key(name)],
+                args=[row.epoch, state, int(remaining * 1000), f"{state} elsewhere",
+                      int(self.key_ttl * 1000), token, self.channel, name],
+            )  # fmt: skip
+            self.script_calls += 1
+            won, epoch, rstate, remaining_ms, lease_ms, lease = _decode(result)
+            row.lease_token = ""
+            row.lease_until = 0.0
+            if won:
+                row.epoch, row.state = epoch, rstate
+                return
+            if state == "open" and rstate != "open" and attempt == 0:
+                row.epoch, row.state = epoch, rstate
+                continue
+            break
+        # Lost the race: adopt the winner's row (a newer epoch), or, for a
+        # row Redis restarted lower, take it as it is.
+        if epoch < row.epoch:
+            row.epoch = epoch
+        self._adopt_locked(name, epoch, rstate, remaining_ms, lease_ms, lease)
 
     def _try_claim(self, name: str) -> None:
-        row = self._rows[name]
-        if row.state != "open" or (row.lease_token and self._now() < row.lease_until):
-            return
-        token = secrets.token_hex(8)
-        row.claiming = token
-        result = self._redis(
-            self._claim,
-            keys=[self._key(name)],
-            args=[row.epoch, token, int(self.probe_lease * 1000), self.channel, name],
-        )
-        self.script_calls += 1
-        won, epoch, rstate, remaining_ms, lease_ms, lease = _decode(result)
-        if won:
-            row.lease_token = token
-            row.lease_until = self._now() + lease_ms / 1000.0
-            return
-        self._adopt(name, epoch, rstate, remaining_ms, lease_ms, lease)
+        with self._locked():
+            row = self._rows[name]
+            if row.state != "open" or (
+                row.lease_token and row.lease_epoch == row.epoch and self._now() < row.lease_until
+            ):
+                return
+            token = secrets.token_hex(8)
+            row.claiming = token
+            asked = self._now()  # the lease runs from before the request, never past Redis's
+            result = self._redis(
+                self._claim,
+                keys=[self._key(name)],
+                args=[row.epoch, token, int(self.probe_lease * 1000), self.channel, name],
+            )
+            self.script_calls += 1
+            won, epoch, rstate, remaining_ms, lease_ms, lease = _decode(result)
+            if won:
+                row.lease_token = token
+                row.lease_epoch = epoch
+                row.lease_until = asked + lease_ms / 1000.0
+                return
+            self._adopt_locked(name, epoch, rstate, remaining_ms, lease_ms, lease)
 
     def _reconcile(self, names: list[str]) -> None:
-        """Read the rows of ``names`` (one round trip, Redis TIME with them):
-        adopt newer ones; re-propose the open states Redis has lost."""
+        """Read the rows of ``names`` (one round trip, Redis TIME with them)
+        and adopt them, under the row lock: no message applied meanwhile can
+        be undone by this older read. A row with a lower epoch than the one
+        known is then Redis having lost data: an open one is adopted as it
+        is, a missing or closed one never closes anything (the open states
+        this process holds are proposed again)."""
         if not names:
             return
 
@@ -409,38 +451,41 @@ class RedisStore:
                 pipe.hgetall(self._key(name))
             return pipe.execute()
 
-        replies = self._redis(read)
-        seconds, micros = replies[0]
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        for name, raw in zip(names, replies[1:], strict=True):
-            row = self._rows.get(name)
-            breaker = self._breakers.get(name)
-            if row is None or breaker is None:
-                continue
-            fields = {k.decode(): v.decode() for k, v in raw.items()}
-            epoch = int(fields.get("epoch", 0))
-            if not fields or epoch < row.epoch or (epoch == 0 and row.epoch == 0):
-                # Missing (emptied, expired) or older than what we know:
-                # never closes anything; re-propose an open state we hold.
-                state, _ = breaker.shared_state()
-                row.epoch, row.state = epoch, fields.get("state", "") if fields else ""
-                if state is _OPEN:
-                    row.state = ""  # what the fleet knows is gone: say it again
-                    self._handle("open", name)
-                continue
-            if epoch > row.epoch:
-                until = int(fields.get("until", now_ms))
-                lease_until = int(fields.get("lease_until", 0))
-                self._adopt(name, epoch, fields.get("state", ""), until - now_ms,
-                            lease_until - now_ms, fields.get("lease", ""))  # fmt: skip
+        with self._locked():
+            replies = self._redis(read)
+            seconds, micros = replies[0]
+            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            for name, raw in zip(names, replies[1:], strict=True):
+                row = self._rows.get(name)
+                breaker = self._breakers.get(name)
+                if row is None or breaker is None:
+                    continue
+                fields = {k.decode(): v.decode() for k, v in raw.items()}
+                epoch = int(fields.get("epoch", 0))
+                rstate = fields.get("state", "") if fields else ""
+                if epoch < row.epoch and fields and rstate == "open":
+                    row.epoch = epoch  # Redis restarted lower: this is the fleet's row now
+                    row.state = ""
+                if not fields or epoch < row.epoch or (epoch == 0 and row.epoch == 0):
+                    # Missing (emptied, expired) or lost: never closes
+                    # anything; re-propose an open state we hold.
+                    state, _ = breaker.shared_state()
+                    row.epoch, row.state = epoch, rstate
+                    if state is _OPEN:
+                        row.state = ""  # what the fleet knows is gone: say it again
+                        self._handle("open", name)
+                    continue
+                if epoch > row.epoch or (epoch == row.epoch and rstate != row.state):
+                    until = int(fields.get("until", now_ms))
+                    lease_until = int(fields.get("lease_until", 0))
+                    self._adopt_locked(name, epoch, rstate, until - now_ms,
+                                       lease_until - now_ms, fields.get("lease", ""))  # fmt: skip
 
     def _adopt(
         self, name: str, epoch: int, state: str, remaining_ms: int, lease_ms: int, lease: str
     ) -> None:
-        """Take the fleet's row as this process's state, if newer. The worker
-        and the listener both adopt rows: one at a time, so an older row read
-        by a reconciliation can never land after a newer message and stick."""
-        with self._adopting:
+        """Take the fleet's row as this process's state, if newer."""
+        with self._locked():
             self._adopt_locked(name, epoch, state, remaining_ms, lease_ms, lease)
 
     def _adopt_locked(
@@ -451,9 +496,17 @@ class RedisStore:
         if row is None or breaker is None or epoch < row.epoch:
             return
         same_round = epoch == row.epoch
+        if not same_round:
+            # A new round: any lease held was for an older one.
+            row.lease_token, row.lease_until, row.lease_epoch = "", 0.0, -1
         row.epoch, row.state = epoch, state
         if state == "open":
-            if lease and lease != row.lease_token and lease_ms > 0:
+            if lease and lease in (row.lease_token, row.claiming) and lease_ms > 0:
+                # Ours (a claim whose reply was lost): we probe.
+                row.lease_token, row.lease_epoch = lease, epoch
+                row.lease_until = self._now() + lease_ms / 1000.0
+                return
+            if lease and lease_ms > 0:
                 remote = RemoteState(_HALF_OPEN, lease_ms / 1000.0, "another process probes", epoch)
             elif same_round and remaining_ms <= 0:
                 return  # nothing new: the period we know has ended
@@ -463,7 +516,8 @@ class RedisStore:
             remote = RemoteState(_CLOSED, 0.0, "closed elsewhere", epoch)
         else:
             return
-        breaker.apply_remote(remote)
+        breaker.apply_remote(remote, deliver=False)
+        self._applied.append(breaker)
         self.messages_applied += 1
 
     # -- pub/sub ------------------------------------------------------------------
@@ -502,15 +556,16 @@ class RedisStore:
         except (ValueError, KeyError, TypeError):
             logger.warning("RedisStore %s: an unreadable message on %s", self.url, self.channel)
             return
-        row = self._rows.get(name)
-        if row is None:
-            return
-        if state == "half_open":
-            if epoch == row.epoch and token not in (row.lease_token, row.claiming):
-                self._adopt(name, epoch, "open", 0, remaining, token or "another")
-            return
-        if epoch > row.epoch:
-            self._adopt(name, epoch, state, remaining, 0, "")
+        with self._locked():
+            row = self._rows.get(name)
+            if row is None:
+                return
+            if state == "half_open":
+                if epoch == row.epoch and token not in (row.lease_token, row.claiming):
+                    self._adopt_locked(name, epoch, "open", 0, remaining, token or "another")
+                return
+            if epoch > row.epoch:
+                self._adopt_locked(name, epoch, state, remaining, 0, "")
 
     # -- health -------------------------------------------------------------------
 
@@ -534,6 +589,38 @@ class RedisStore:
             state, _ = breaker.shared_state()
             if state is _OPEN:
                 self._post("open", name)
+
+
+class _RowsLock:
+    """The store's row lock (re-entrant); leaving it for the last time in a
+    thread delivers the transitions applied under it to the breakers'
+    listeners, outside any lock of the store, so a listener may call into
+    the store or the registry and a slow one holds up nothing."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        store = self._store
+        store._rows_lock.acquire()
+        depth = store._rows_depth
+        depth.n = getattr(depth, "n", 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        store = self._store
+        depth = store._rows_depth
+        depth.n -= 1
+        applied: list[SharedBreaker] = []
+        if depth.n == 0 and store._applied:
+            applied, store._applied = store._applied, []
+        store._rows_lock.release()
+        for breaker in dict.fromkeys(applied):
+            try:
+                breaker.deliver()
+            except Exception:
+                logger.exception("RedisStore %s: delivering a fleet transition failed", store.url)
 
 
 def _decode(result: list[Any]) -> tuple[bool, int, str, int, int, str]:

@@ -106,6 +106,13 @@ def _fn_name(fn: Any) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _discard(awaitable: Any) -> None:
     """Close a coroutine that will never be awaited (no "never awaited" warning)."""
     if inspect.iscoroutine(awaitable):
@@ -192,7 +199,8 @@ class CircuitBreaker:
         self._judge = judge_for(self._config, classifier)
         self._m = Machine(self._config, rng)
         self._lock = threading.Lock()
-        self._listeners: tuple[tuple[Listener, bool], ...] = ()
+        # (listener, is async, the loop an async one was added on)
+        self._listeners: tuple[tuple[Listener, bool, asyncio.AbstractEventLoop | None], ...] = ()
         # Async listeners' tasks, kept until they finish (a set is 216 bytes:
         # made on the first one).
         self._tasks: set[asyncio.Task[Any]] | None = None
@@ -674,13 +682,22 @@ class CircuitBreaker:
 
         ``fn`` may be sync or async. It runs after the change is committed and
         never under the breaker's lock; its exceptions are logged, never raised
-        to the caller. Async listeners run as tasks on the running loop (from a
-        thread with no loop they are skipped, with one warning). Returns a
+        to the caller. Async listeners run as tasks on the running loop; a
+        transition delivered from a thread with no loop (a shared store's
+        thread, a worker thread) runs them on the loop they were added on, if
+        it still runs, else they are skipped with one warning. Returns a
         function that removes the listener.
         """
         if not callable(fn):
             raise TypeError(f"listener must be callable, got {fn!r}")
-        entry = (fn, is_async_callable(fn))
+        is_async = is_async_callable(fn)
+        home: asyncio.AbstractEventLoop | None = None
+        if is_async:
+            try:
+                home = asyncio.get_running_loop()
+            except RuntimeError:
+                home = None
+        entry = (fn, is_async, home)
         with self._lock:
             self._listeners = (*self._listeners, entry)
 
@@ -743,9 +760,13 @@ class CircuitBreaker:
                 observer(self, t)
             except Exception:
                 logger.exception("circuit %r: an observer failed", self._name)
-        for fn, is_async in self._listeners:
-            if is_async and not collect and not self._loop_available():
-                continue
+        for fn, is_async, home in self._listeners:
+            here = False
+            if is_async and not collect:
+                here = _running_loop() is not None
+                if not here and (home is None or home.is_closed() or not home.is_running()):
+                    self._warn_no_loop()
+                    continue
             try:
                 result = fn(t.old, t.new, t.reason)
             except Exception:
@@ -754,24 +775,36 @@ class CircuitBreaker:
             if inspect.isawaitable(result):
                 if collect:
                     collected.append(result)
-                elif self._loop_available():
+                elif here or _running_loop() is not None:
                     self._spawn(result)
+                elif home is not None and home.is_running():
+                    self._spawn_on(home, result)
                 else:
+                    self._warn_no_loop()
                     _discard(result)
 
-    def _loop_available(self) -> bool:
+    def _warn_no_loop(self) -> None:
+        if not self._no_loop_warned:
+            self._no_loop_warned = True
+            logger.warning(
+                "circuit %r: async listeners skipped: no running event loop in this "
+                "thread and none where they were added (use sync listeners for threaded code)",
+                self._name,
+            )
+
+    def _spawn_on(self, loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any]) -> None:
+        """Run an async listener's awaitable on ``loop`` from another thread."""
+
+        async def run() -> None:
+            await awaitable
+
+        def start() -> None:
+            self._spawn(run())
+
         try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            if not self._no_loop_warned:
-                self._no_loop_warned = True
-                logger.warning(
-                    "circuit %r: async listeners skipped: no running event loop in this "
-                    "thread (use sync listeners for threaded code)",
-                    self._name,
-                )
-            return False
-        return True
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop closed meanwhile
+            _discard(awaitable)
 
     def _spawn(self, awaitable: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(awaitable)
@@ -814,12 +847,26 @@ class CircuitBreaker:
 
         return self._commit(read)
 
-    def apply_remote(self, remote: RemoteState) -> None:
+    def apply_remote(self, remote: RemoteState, *, deliver: bool = True) -> None:
         """Adopt a transition made elsewhere in the fleet (see
-        ``Machine.apply_remote``); listeners hear it, the store does not get
-        it back."""
+        ``Machine.apply_remote``); listeners hear it (at the next
+        :meth:`deliver` with ``deliver=False``), the store does not get it
+        back."""
         state = CircuitState(remote.state)
-        self._commit(lambda m, now: m.apply_remote(state, remote.remaining, now, remote.reason))
+
+        def action(m: Machine, now: float) -> None:
+            m.apply_remote(state, remote.remaining, now, remote.reason)
+
+        if deliver:
+            self._commit(action)
+        else:
+            self._control(action)
+
+    def deliver(self) -> None:
+        """Deliver the transitions committed so far (to the store, observers
+        and listeners), in commit order."""
+        if self._outbox:
+            self._deliver()
 
     def _sharing(self) -> str:
         store = self._store

@@ -65,8 +65,14 @@ class SharedBreaker(Protocol):
         move that is due; 0.0 when not OPEN."""
         ...
 
-    def apply_remote(self, remote: RemoteState) -> None:
-        """Adopt a transition made elsewhere; it is not published again."""
+    def apply_remote(self, remote: RemoteState, *, deliver: bool = True) -> None:
+        """Adopt a transition made elsewhere; it is not published again.
+        ``deliver=False``: listeners hear it at the next :meth:`deliver`
+        (a store applies under its own lock and delivers after releasing it)."""
+        ...
+
+    def deliver(self) -> None:
+        """Deliver the transitions committed so far to listeners, in commit order."""
         ...
 
 

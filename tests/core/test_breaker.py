@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -584,6 +585,26 @@ def test_async_listener_without_a_loop_is_skipped_with_one_warning(
     b.force_open()
     b.reset()
     assert caplog.text.count("async listeners skipped") == 1
+
+
+async def test_async_listener_runs_on_its_loop_when_another_thread_delivers(make: Make) -> None:
+    """An async listener added on a running loop hears transitions committed
+    in a worker thread (sync code, a fleet store): it runs on that loop."""
+    b = make()
+    heard: list[tuple[CircuitState, str]] = []
+    loop = asyncio.get_running_loop()
+
+    async def listener(old: CircuitState, new: CircuitState, reason: str) -> None:
+        assert asyncio.get_running_loop() is loop
+        heard.append((new, threading.current_thread().name))
+
+    b.add_listener(listener)
+    await asyncio.to_thread(b.force_open)
+    for _ in range(100):
+        if heard:
+            break
+        await asyncio.sleep(0.01)
+    assert heard == [(CircuitState.FORCED_OPEN, threading.current_thread().name)]
 
 
 # -- guards and permits -----------------------------------------------------

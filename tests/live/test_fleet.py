@@ -521,3 +521,136 @@ async def test_a_breaker_registered_by_hand_is_shared_too(
     assert own.status()["sharing"] == "fleet"
     trip(own)
     await until(lambda: other.state is CircuitState.OPEN, "the other process to open")
+
+
+# -- the row bookkeeping under races (an independent review's findings) -------
+
+
+def _store(registry: Registry) -> RedisStore:
+    store = registry.store
+    assert isinstance(store, RedisStore)
+    return store
+
+
+async def test_a_trip_that_loses_to_a_close_it_had_not_heard_of_stays_open(
+    fleet: Callable[..., Registry], redis_url: str, prefix: str
+) -> None:
+    """A process behind the fleet (it missed an opening and a close) trips:
+    its proposal loses the epoch compare-and-set to the newer closed row, and
+    it proposes again at that epoch instead of adopting the close."""
+    a_reg = fleet(refresh_interval=30)  # no reconciliation to catch up meanwhile
+    a = a_reg.get_or_create("dep", **{**SETTINGS, "recovery_timeout": 30})
+    client = redis.Redis.from_url(redis_url)
+    key = f"{prefix}:{{dep}}"
+    try:
+        client.hset(key, mapping={"epoch": 2, "state": "closed", "until": 0})
+        assert _store(a_reg)._rows["dep"].epoch == 0  # A heard nothing of it
+        trip(a)
+        await until(lambda: client.hget(key, "epoch") == b"3", "A's opening shared")
+        assert client.hget(key, "state") == b"open"
+        await asyncio.sleep(0.3)
+        assert a.state is CircuitState.OPEN
+    finally:
+        client.close()
+
+
+async def test_async_listeners_hear_fleet_transitions(fleet: Callable[..., Registry]) -> None:
+    """A transition applied on the store's thread runs async listeners on the
+    loop they were added on."""
+    a = fleet().get_or_create("dep", **SETTINGS)
+    b = fleet().get_or_create("dep", **SETTINGS)
+    heard: list[tuple[CircuitState, CircuitState]] = []
+
+    async def listener(old: CircuitState, new: CircuitState, reason: str) -> None:
+        heard.append((old, new))
+
+    b.add_listener(listener)
+    trip(a)
+    await until(lambda: heard == [(CircuitState.CLOSED, CircuitState.OPEN)], "B's async listener")
+
+
+async def test_a_listener_may_use_the_registry_from_the_stores_thread(
+    fleet: Callable[..., Registry],
+) -> None:
+    """A sync listener that creates another shared breaker while the store
+    delivers a fleet transition neither deadlocks the store nor stalls it."""
+    a_reg, b_reg = fleet(), fleet()
+    a = a_reg.get_or_create("dep", **SETTINGS)
+    b = b_reg.get_or_create("dep", **SETTINGS)
+    trip(a_reg.get_or_create("other", **SETTINGS))  # a row to read when it is attached
+    created: list[CircuitBreaker] = []
+    b.add_listener(lambda old, new, reason: created.append(b_reg.get_or_create("other")))
+    trip(a)
+    await until(lambda: len(created) == 1, "the listener's breaker")
+    await until(lambda: created[0].state is CircuitState.OPEN, "its row adopted")
+    trip(a_reg.get_or_create("third", **SETTINGS))
+    third = b_reg.get_or_create("third", **SETTINGS)
+    await until(lambda: third.state is CircuitState.OPEN, "the store still working")
+
+
+async def test_a_lease_of_an_older_round_lets_nobody_probe(
+    fleet: Callable[..., Registry], redis_url: str, prefix: str
+) -> None:
+    """A process holding the probe lease when the row is lost and a new
+    round starts elsewhere does not probe on that dead lease: one prober."""
+    a_reg = fleet(refresh_interval=0.3)
+    a = a_reg.get_or_create("dep", **SETTINGS)
+    client = redis.Redis.from_url(redis_url)
+    key = f"{prefix}:{{dep}}"
+    try:
+        trip(a)
+        await until(lambda: client.hget(key, "state") == b"open", "the row open")
+        permit = None
+
+        def a_probes() -> bool:
+            nonlocal permit
+            permit = a.try_acquire()
+            return permit is not None
+
+        await until(a_probes, "A claims the lease")
+        assert permit is not None
+        permit.ignore()  # A is HALF_OPEN with the lease, no probe in flight
+        client.delete(key)  # Redis loses the row
+        await asyncio.sleep(0.8)
+        d = fleet(refresh_interval=0.3).get_or_create("dep", **SETTINGS)
+        trip(d)  # a new round, elsewhere
+        await until(lambda: a.state is CircuitState.OPEN, "A adopts the new round")
+        await asyncio.sleep(SETTINGS["recovery_timeout"])
+        got: dict[str, bool] = {"a": False, "d": False}
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and not all(got.values()):
+            got["d"] = got["d"] or d.try_acquire() is not None
+            got["a"] = got["a"] or a.try_acquire() is not None
+            await asyncio.sleep(0.01)
+        assert sum(got.values()) == 1, got
+    finally:
+        client.close()
+
+
+async def test_a_row_restarted_at_a_lower_epoch_is_adopted_when_open(
+    fleet: Callable[..., Registry], redis_url: str, prefix: str
+) -> None:
+    """Redis restarted empty while this process knew epoch 4: the fleet's next
+    trip (epoch 1) still opens the breaker here."""
+    a_reg = fleet(refresh_interval=0.3)
+    a = a_reg.get_or_create("dep", **SETTINGS)
+    with _store(a_reg)._locked():
+        row = _store(a_reg)._rows["dep"]
+        row.epoch, row.state = 4, "closed"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        d = fleet(refresh_interval=0.3).get_or_create("dep", **{**SETTINGS, "recovery_timeout": 30})
+        trip(d)
+        await until(lambda: client.hget(f"{prefix}:{{dep}}", "epoch") == b"1", "the fleet's row")
+        await until(lambda: a.state is CircuitState.OPEN, "A open")
+    finally:
+        client.close()
+
+
+def test_a_bad_store_argument_names_its_type_not_its_value() -> None:
+    """A URL-like object that is not a string (a pydantic DSN, bytes) is
+    refused by its type: its repr, which may hold a password, is not shown."""
+    with pytest.raises(TypeError) as err:
+        RedisStore(b"redis://:s3cr3t@127.0.0.1:6379/0")  # type: ignore[arg-type]
+    assert "s3cr3t" not in str(err.value)
+    assert "bytes" in str(err.value)
