@@ -176,6 +176,7 @@ class RedisStore:
             if not url_or_client.startswith(("redis://", "rediss://", "unix://")):
                 raise ValueError(f"expected a redis:// URL, got {redact_url(url_or_client)!r}")
             self.url = redact_url(url_or_client)
+            self._owns_client = True
             self._client = redis.Redis.from_url(
                 url_or_client,
                 socket_timeout=timeout,
@@ -187,6 +188,7 @@ class RedisStore:
         elif isinstance(url_or_client, redis.Redis):
             kwargs = url_or_client.connection_pool.connection_kwargs
             self.url = f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+            self._owns_client = False  # the caller's: closed by the caller
             self._client = url_or_client
         else:
             # Only the type: a URL-like object's repr may carry a password.
@@ -297,13 +299,25 @@ class RedisStore:
         }
 
     def close(self) -> None:
-        """Stop the store's threads (breakers keep working locally)."""
+        """Stop the store's threads (breakers keep working locally) and close
+        the client it made from a URL; a client passed in is the caller's to
+        close."""
         self._stop.set()
         self._wake.set()
         self._worker.join(timeout=2.0)
         self._listener.join(timeout=2.0)
         self._healthy = False
-        self._client.close()
+        for thread in (self._worker, self._listener):
+            if thread.is_alive():
+                # A client of the caller's with no socket timeout can hold a
+                # thread in a blocking call; it is a daemon and ends with it.
+                logger.warning(
+                    "RedisStore %s: thread %s still waiting on Redis after close()",
+                    self.url,
+                    thread.name,
+                )
+        if self._owns_client:
+            self._client.close()
 
     def __enter__(self) -> RedisStore:
         return self
@@ -584,11 +598,14 @@ class RedisStore:
         self._healthy = True
         self._warned = False
         logger.info("RedisStore %s: Redis answers again; breaker state is shared", self.url)
-        # Re-propose the open states this process knows.
-        for name, breaker in list(self._breakers.items()):
-            state, _ = breaker.shared_state()
-            if state is _OPEN:
-                self._post("open", name)
+        # Re-propose the open states this process knows (with the deadlines
+        # it has now: a local trip during the outage is news to the fleet).
+        with self._locked():
+            for name, breaker in list(self._breakers.items()):
+                state, _ = breaker.shared_state()
+                if state is _OPEN:
+                    self._rows[name].state = ""
+                    self._post("open", name)
 
 
 class _RowsLock:

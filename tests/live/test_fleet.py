@@ -654,3 +654,48 @@ def test_a_bad_store_argument_names_its_type_not_its_value() -> None:
         RedisStore(b"redis://:s3cr3t@127.0.0.1:6379/0")  # type: ignore[arg-type]
     assert "s3cr3t" not in str(err.value)
     assert "bytes" in str(err.value)
+
+
+def test_closing_the_store_leaves_a_client_passed_in_working(redis_url: str, prefix: str) -> None:
+    """``close()`` stops the store's threads; a ``redis.Redis`` the caller
+    passed in is the caller's, and still answers."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=1.0)
+    closed: list[bool] = []
+    close = client.close
+    client.close = lambda: closed.append(True)  # type: ignore[method-assign]
+    try:
+        store = RedisStore(client, prefix=prefix)
+        Registry(store=store).get_or_create("dep", **SETTINGS)
+        store.close()
+        assert not store._worker.is_alive() and not store._listener.is_alive()
+        assert closed == []  # its pool (and connections other threads use) left alone
+        assert client.ping()
+    finally:
+        close()
+
+
+async def test_a_trip_during_a_redis_outage_is_shared_with_its_deadline_when_it_returns(
+    fleet: Callable[..., Registry], redis_proxy: FaultProxy, redis_url: str, prefix: str
+) -> None:
+    """Open in the fleet before the outage, re-tripped locally during it with
+    a later deadline: when Redis answers again, the open state is proposed
+    again (a new epoch), not taken as already known."""
+    db = redis_url.rsplit("/", 1)[-1]
+    a_reg = fleet(f"redis://{redis_proxy.address}/{db}", refresh_interval=0.3)
+    a = a_reg.get_or_create("dep", **{**SETTINGS, "recovery_timeout": 30})
+    client = redis.Redis.from_url(redis_url)
+    key = f"{prefix}:{{dep}}"
+    try:
+        trip(a)
+        await until(lambda: client.hget(key, "epoch") == b"1", "the opening shared")
+        redis_proxy.refuse()
+        _store(a_reg)._post_reconcile()  # the next turn reads, and fails
+        await until(lambda: not _store(a_reg).healthy, "the store sees Redis gone")
+        a.reset()
+        trip(a)  # tripped again, locally, with a later deadline
+        redis_proxy.pass_through()
+        await until(lambda: _store(a_reg).healthy, "Redis back")
+        await until(lambda: client.hget(key, "epoch") == b"2", "the open state proposed again")
+        assert client.hget(key, "state") == b"open"
+    finally:
+        client.close()
