@@ -200,6 +200,7 @@ class RedisStore:
         self.refresh_interval = float(refresh_interval)
         self.probe_lease = float(probe_lease)
         self.key_ttl = float(key_ttl)
+        self.timeout = float(timeout)
         self._now: Callable[[], float] = clock.monotonic if clock is not None else time.monotonic
         self._propose = self._client.register_script(_PROPOSE)
         self._claim = self._client.register_script(_CLAIM)
@@ -219,6 +220,7 @@ class RedisStore:
         self._rows_lock = threading.RLock()
         self._rows_depth = threading.local()
         self._applied: list[SharedBreaker] = []
+        self._attaching: dict[str, list[threading.Event]] = {}
         self._breakers: dict[str, SharedBreaker] = {}
         self._rows: dict[str, _Row] = {}
         self._inbox: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)
@@ -247,17 +249,31 @@ class RedisStore:
         return self._healthy
 
     def attach(self, breaker: SharedBreaker) -> None:
-        """Share ``breaker``; its row is read at once (bounded by the timeout),
-        so a process that starts during a known outage rejects from its first call."""
+        """Share ``breaker``; its row is read at once, so a process that starts
+        during a known outage rejects from its first call. The read runs on
+        the store's thread and the caller (maybe an event loop, creating a
+        breaker on first use) waits for it at most ``timeout``, whatever the
+        client's own timeouts and retries; a later answer still applies."""
         name = breaker.name
         with self._lock:
             self._breakers[name] = breaker
             self._rows.setdefault(name, _Row())
-        if self._healthy:
+        if not self._healthy:
+            return
+        if threading.current_thread() in (self._worker, self._listener):
+            # A listener on the store's thread: read here (the thread may wait).
             try:
                 self._reconcile([name])
+            except CircuitOpenError:
+                pass
             except Exception:
                 self._trouble()
+            return
+        read = threading.Event()
+        with self._lock:
+            self._attaching.setdefault(name, []).append(read)
+        self._post("attach", name)
+        read.wait(self.timeout)
 
     def publish(self, breaker: SharedBreaker, transition: Transition) -> None:
         """Queue a local transition for the fleet (the automatic ones only:
@@ -380,6 +396,15 @@ class RedisStore:
             return
         if kind == "claim":
             self._try_claim(name)
+            return
+        if kind == "attach":
+            try:
+                self._reconcile([name])
+            finally:
+                with self._lock:
+                    waiting = self._attaching.pop(name, [])
+                for read in waiting:
+                    read.set()
             return
         with self._locked():
             state, remaining = breaker.shared_state()

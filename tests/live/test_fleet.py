@@ -685,17 +685,46 @@ async def test_a_trip_during_a_redis_outage_is_shared_with_its_deadline_when_it_
     a = a_reg.get_or_create("dep", **{**SETTINGS, "recovery_timeout": 30})
     client = redis.Redis.from_url(redis_url)
     key = f"{prefix}:{{dep}}"
+
+    def epoch() -> int:
+        return int(client.hget(key, "epoch") or 0)
+
     try:
         trip(a)
-        await until(lambda: client.hget(key, "epoch") == b"1", "the opening shared")
+        await until(lambda: epoch() >= 1, "the opening shared")
+        await until(lambda: _store(a_reg).healthy, "the store settled")
         redis_proxy.refuse()
         _store(a_reg)._post_reconcile()  # the next turn reads, and fails
         await until(lambda: not _store(a_reg).healthy, "the store sees Redis gone")
+        before = epoch()
         a.reset()
         trip(a)  # tripped again, locally, with a later deadline
         redis_proxy.pass_through()
         await until(lambda: _store(a_reg).healthy, "Redis back")
-        await until(lambda: client.hget(key, "epoch") == b"2", "the open state proposed again")
+        await until(lambda: epoch() > before, "the open state proposed again")
         assert client.hget(key, "state") == b"open"
     finally:
+        client.close()
+
+
+async def test_attaching_a_breaker_waits_for_redis_at_most_the_stores_timeout(
+    redis_proxy: FaultProxy, redis_url: str, prefix: str
+) -> None:
+    """A breaker created on first use inside a request handler is attached
+    on the event loop: with Redis black-holed and a client of the caller's
+    that would wait 30 s, the loop waits no longer than the store's timeout."""
+    db = redis_url.rsplit("/", 1)[-1]
+    client = redis.Redis.from_url(f"redis://{redis_proxy.address}/{db}", socket_timeout=30)
+    store = RedisStore(client, prefix=prefix, timeout=0.2)
+    try:
+        registry = Registry(store=store)
+        registry.get_or_create("warm", **SETTINGS)
+        redis_proxy.blackhole()
+        started = time.monotonic()
+        registry.get_or_create("on-first-use", **SETTINGS)
+        waited = time.monotonic() - started
+        assert waited < 2.0  # the store's 0.2 s, with room for a loaded machine; not 30 s
+    finally:
+        redis_proxy.pass_through()
+        store.close()
         client.close()
