@@ -127,8 +127,9 @@ class RedisStore:
 
     Args:
         url_or_client: a ``redis://`` URL, or a ``redis.Redis`` client (its
-            own timeouts and retries then apply; a URL gets short timeouts
-            and no retries).
+            own timeouts and retries then apply to the store's commands; the
+            subscription gets a connection of its own with ``timeout``; a URL
+            gets short timeouts and no retries throughout).
         prefix: namespace of the keys and of the pub/sub channel. Default
             ``"resilience"``.
         refresh_interval: seconds, > 0, between reconciliation reads (each
@@ -185,11 +186,29 @@ class RedisStore:
                 retry_on_timeout=False,
                 health_check_interval=0,
             )
+            self._sub_client = self._client
         elif isinstance(url_or_client, redis.Redis):
             kwargs = url_or_client.connection_pool.connection_kwargs
             self.url = f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
             self._owns_client = False  # the caller's: closed by the caller
             self._client = url_or_client
+            # The subscription gets a connection of its own with the store's
+            # timeouts, so that no setting of the caller's can hold the
+            # listener (or close()) on a dead socket.
+            pool = url_or_client.connection_pool
+            self._sub_client = redis.Redis(
+                connection_pool=redis.ConnectionPool(
+                    connection_class=pool.connection_class,
+                    **{
+                        **kwargs,
+                        "socket_timeout": timeout,
+                        "socket_connect_timeout": timeout,
+                        "retry": Retry(NoBackoff(), 0),
+                        "retry_on_timeout": False,
+                        "health_check_interval": 0,
+                    },
+                )
+            )
         else:
             # Only the type: a URL-like object's repr may carry a password.
             raise TypeError(
@@ -232,6 +251,7 @@ class RedisStore:
         self.dropped = 0  # messages dropped because the inbox was full
         self.script_calls = 0
         self.messages_applied = 0
+        self.subscriptions = 0  # connections the listener has opened (reconnects + 1)
         self._worker = threading.Thread(target=self._run, name="resilience-redis", daemon=True)
         self._listener = threading.Thread(target=self._listen, name="resilience-redis-sub",
                                           daemon=True)  # fmt: skip
@@ -312,6 +332,7 @@ class RedisStore:
             "messages_applied": self.messages_applied,
             "dropped": self.dropped,
             "script_calls": self.script_calls,
+            "subscriptions": self.subscriptions,
         }
 
     def close(self) -> None:
@@ -334,6 +355,8 @@ class RedisStore:
                 )
         if self._owns_client:
             self._client.close()
+        else:
+            self._sub_client.close()  # its own pool, made from the caller's settings
 
     def __enter__(self) -> RedisStore:
         return self
@@ -564,15 +587,13 @@ class RedisStore:
     def _listen(self) -> None:
         backoff = self.refresh_interval
         while not self._stop.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
+            self.subscriptions += 1
             try:
                 pubsub.subscribe(self.channel)
                 # Reconnected: anything missed meanwhile is read back now.
                 self._post_reconcile()
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.2)
-                    if message is not None and message.get("type") == "message":
-                        self._on_message(message["data"])
+                self._hear(pubsub)
             except Exception:
                 if self._stop.wait(backoff):
                     return
@@ -581,6 +602,27 @@ class RedisStore:
                     pubsub.close()
                 except Exception:
                     pass
+
+    def _hear(self, pubsub: Any) -> None:
+        """Apply the subscription's messages until the store stops. A
+        connection quiet for a ``refresh_interval`` is pinged; one that does
+        not answer within two more (black-holed, dropped by a NAT) raises, and
+        the listener subscribes again. Real time: this is about sockets."""
+        heard = time.monotonic()
+        pinged = 0.0
+        while not self._stop.is_set():
+            message = pubsub.get_message(timeout=0.2)
+            now = time.monotonic()
+            if message is not None:
+                heard, pinged = now, 0.0
+                if message.get("type") == "message":
+                    self._on_message(message["data"])
+                continue
+            if not pinged and now - heard >= self.refresh_interval:
+                pubsub.ping()
+                pinged = now
+            elif pinged and now - pinged >= 2 * self.refresh_interval:
+                raise ConnectionError("the pub/sub connection stopped answering")
 
     def _post_reconcile(self) -> None:
         self._resync = True

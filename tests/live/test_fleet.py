@@ -728,3 +728,57 @@ async def test_attaching_a_breaker_waits_for_redis_at_most_the_stores_timeout(
         redis_proxy.pass_through()
         store.close()
         client.close()
+
+
+async def test_a_black_holed_subscription_is_noticed_and_opened_again(
+    redis_proxy: FaultProxy, redis_url: str, prefix: str
+) -> None:
+    """The pub/sub connection stops answering (a NAT dropped it, the network
+    black-holes it): the listener pings a quiet connection, gives up on one
+    that does not answer, and subscribes again."""
+    db = redis_url.rsplit("/", 1)[-1]
+    store = RedisStore(f"redis://{redis_proxy.address}/{db}", prefix=prefix, refresh_interval=0.3)
+    try:
+        await until(lambda: store.status()["subscriptions"] == 1, "the first subscription")
+        await asyncio.sleep(0.5)  # quiet, pinged, answered
+        assert store.status()["subscriptions"] == 1
+        redis_proxy.blackhole()
+        await until(lambda: store.status()["subscriptions"] >= 2, "a new subscription")
+    finally:
+        redis_proxy.pass_through()
+        store.close()
+
+
+def test_a_client_without_timeouts_cannot_hold_the_listener_past_close(prefix: str) -> None:
+    """A client of the caller's with no socket timeout (redis-py's default),
+    to a server that accepts and never answers: the subscription has the
+    store's own timeouts, so ``close()`` stops the listener."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[Any] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(server.accept())
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    client = redis.Redis(host="127.0.0.1", port=server.getsockname()[1])
+    try:
+        store = RedisStore(client, prefix=prefix, timeout=0.2)
+        time.sleep(0.5)
+        store.close()
+        assert not store._listener.is_alive()
+    finally:
+        stop.set()
+        acceptor.join()
+        for conn, _ in held:
+            conn.close()
+        server.close()
