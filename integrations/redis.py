@@ -240,6 +240,7 @@ class RedisStore:
         self._rows_depth = threading.local()
         self._applied: list[SharedBreaker] = []
         self._attaching: dict[str, list[threading.Event]] = {}
+        self._offline_trips: set[str] = set()  # local trips while Redis was away
         self._breakers: dict[str, SharedBreaker] = {}
         self._rows: dict[str, _Row] = {}
         self._inbox: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)
@@ -300,6 +301,8 @@ class RedisStore:
         the manual states and manual resets are this process's own)."""
         new, old = transition.new, transition.old
         if new is _OPEN and old in (_CLOSED, _HALF_OPEN):
+            if not self._healthy:
+                self._offline_trips.add(breaker.name)  # proposed again on recovery
             self._post("open", breaker.name)
         elif new is _CLOSED and old is _HALF_OPEN:
             self._post("closed", breaker.name)
@@ -356,7 +359,7 @@ class RedisStore:
         if self._owns_client:
             self._client.close()
         else:
-            self._sub_client.close()  # its own pool, made from the caller's settings
+            self._sub_client.connection_pool.disconnect()  # its own, from the caller's settings
 
     def __enter__(self) -> RedisStore:
         return self
@@ -399,7 +402,9 @@ class RedisStore:
                     if not was_healthy:
                         self._recovered()
             except CircuitOpenError:
-                pass  # Redis is known to be down: local state meanwhile
+                # Redis is known to be down: local state meanwhile; the kept
+                # messages wait for the next turn, not a busy loop.
+                next_refresh = max(next_refresh, self._now() + self._jittered())
             except Exception:
                 self._trouble()
 
@@ -662,16 +667,22 @@ class RedisStore:
                 )
 
     def _recovered(self) -> None:
+        if self._stop.is_set():
+            return  # closed meanwhile: stays unhealthy (every process probes for itself)
         self._healthy = True
         self._warned = False
         logger.info("RedisStore %s: Redis answers again; breaker state is shared", self.url)
-        # Re-propose the open states this process knows (with the deadlines
-        # it has now: a local trip during the outage is news to the fleet).
+        # Re-propose the open states this process knows. A trip made while
+        # Redis was away is news to the fleet (its row state is cleared so it
+        # is sent even if the fleet's row is open); an opening only adopted
+        # is not (re-proposing it would void another process's probe lease).
         with self._locked():
+            offline, self._offline_trips = self._offline_trips, set()
             for name, breaker in list(self._breakers.items()):
                 state, _ = breaker.shared_state()
                 if state is _OPEN:
-                    self._rows[name].state = ""
+                    if name in offline:
+                        self._rows[name].state = ""
                     self._post("open", name)
 
 

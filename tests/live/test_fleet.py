@@ -782,3 +782,31 @@ def test_a_client_without_timeouts_cannot_hold_the_listener_past_close(prefix: s
         for conn, _ in held:
             conn.close()
         server.close()
+
+
+async def test_recovering_from_an_outage_does_not_repropose_an_opening_it_only_adopted(
+    fleet: Callable[..., Registry], redis_proxy: FaultProxy, redis_url: str, prefix: str
+) -> None:
+    """A process that heard of an opening (it did not trip) and then lost Redis
+    for a moment does not propose that opening again on recovery: a new epoch
+    would void the probe lease another process may hold."""
+    db = redis_url.rsplit("/", 1)[-1]
+    a_reg = fleet(f"redis://{redis_proxy.address}/{db}", refresh_interval=0.3)
+    a = a_reg.get_or_create("dep", **{**SETTINGS, "recovery_timeout": 30})
+    await until(lambda: _store(a_reg).healthy, "the store settled")
+    b = fleet().get_or_create("dep", **{**SETTINGS, "recovery_timeout": 30})
+    client = redis.Redis.from_url(redis_url)
+    key = f"{prefix}:{{dep}}"
+    try:
+        trip(b)
+        await until(lambda: a.state is CircuitState.OPEN, "A adopts the opening")
+        before = client.hget(key, "epoch")
+        redis_proxy.refuse()
+        _store(a_reg)._post_reconcile()
+        await until(lambda: not _store(a_reg).healthy, "the store sees Redis gone")
+        redis_proxy.pass_through()
+        await until(lambda: _store(a_reg).healthy, "Redis back")
+        await asyncio.sleep(0.5)
+        assert client.hget(key, "epoch") == before
+    finally:
+        client.close()
