@@ -346,8 +346,7 @@ class CircuitBreaker:
     def _commit(self, action: Callable[[Machine, float], T]) -> T:
         """:meth:`_control`, then deliver the transitions; return the result."""
         result = self._control(action)
-        if self._outbox:
-            self._deliver()
+        self.deliver()
         return result
 
     def _is_inside(self) -> bool:
@@ -691,13 +690,7 @@ class CircuitBreaker:
         if not callable(fn):
             raise TypeError(f"listener must be callable, got {fn!r}")
         is_async = is_async_callable(fn)
-        home: asyncio.AbstractEventLoop | None = None
-        if is_async:
-            try:
-                home = asyncio.get_running_loop()
-            except RuntimeError:
-                home = None
-        entry = (fn, is_async, home)
+        entry = (fn, is_async, _running_loop() if is_async else None)
         with self._lock:
             self._listeners = (*self._listeners, entry)
 
@@ -760,13 +753,16 @@ class CircuitBreaker:
                 observer(self, t)
             except Exception:
                 logger.exception("circuit %r: an observer failed", self._name)
+        here = _running_loop()
         for fn, is_async, home in self._listeners:
-            here = False
-            if is_async and not collect:
-                here = _running_loop() is not None
-                if not here and (home is None or home.is_closed() or not home.is_running()):
-                    self._warn_no_loop()
-                    continue
+            # Where an awaitable it returns runs: this thread's loop, else the
+            # loop an async listener was added on, if that still runs.
+            loop = here
+            if loop is None and home is not None and home.is_running():
+                loop = home
+            if is_async and not collect and loop is None:
+                self._warn_no_loop()
+                continue
             try:
                 result = fn(t.old, t.new, t.reason)
             except Exception:
@@ -775,13 +771,13 @@ class CircuitBreaker:
             if inspect.isawaitable(result):
                 if collect:
                     collected.append(result)
-                elif here or _running_loop() is not None:
-                    self._spawn(result)
-                elif home is not None and home.is_running():
-                    self._spawn_on(home, result)
-                else:
+                elif loop is None:
                     self._warn_no_loop()
                     _discard(result)
+                elif loop is here:
+                    self._spawn(result)
+                else:
+                    self._spawn_on(loop, result)
 
     def _warn_no_loop(self) -> None:
         if not self._no_loop_warned:

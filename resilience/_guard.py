@@ -124,16 +124,15 @@ def _g_template(
                 _g_m.skip = _g_k
                 _g_w = -1
                 if _g_k <= 0:
-                    _g_w = _g_m.unsampled
-                    _g_m.unsampled = 0
+                    _g_w = _g_m.take_unsampled()
                     _g_m.fast = _g_t
             if _g_w >= 0:
                 _g_start = _g_now()
                 try:
                     _g_result = await _g_fn(*_g_args, **_g_kwargs)  # <call>
                 except:  # BaseException, without a name to look up
-                    if _g_w > 0 and _g_t.gen == _g_m.gen:
-                        _g_m.unsampled += _g_w  # the next sample stands for them
+                    if _g_w > 0:
+                        _g_m.give_back(_g_t, _g_w)
                     _g_b._fast_error(_g_t.gen, _g_start)
                     raise
                 _g_end = _g_now()

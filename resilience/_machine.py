@@ -88,7 +88,8 @@ success admitted under the lane's token that ends before ``lockfree_until``
 changes nothing but counters, so it is counted down in ``left``."""
 LANE_UNTIMED = 2
 """LANE_TIMED, no rule needs durations, and 1,024 successes were timed: only
-one admission in each run (about 32 calls) reads the clock, the latency sample."""
+one admission in each run (128 to 255 calls) reads the clock, the latency
+sample."""
 
 
 class LaneToken:
@@ -543,8 +544,7 @@ class Machine:
             n = self.left - 1
             self.left = n
             if not n:
-                self._next_run()
-                self._sample(t, duration, self._take_unsampled())
+                self._end_run_sampled(t, duration)
             return True
         return False
 
@@ -577,8 +577,7 @@ class Machine:
         if not t.timed:
             self.arm_sample(t)
             return False
-        self._next_run()
-        self._sample(t, duration, self._take_unsampled())
+        self._end_run_sampled(t, duration)
         return (
             self.untimed_ok
             and self.valid is t
@@ -610,11 +609,24 @@ class Machine:
         self.issued += length - left
         self.left = length
 
-    def _take_unsampled(self) -> int:
-        """What the next sample stands for; nothing is left for another."""
+    def _end_run_sampled(self, t: LaneToken, duration: float) -> None:
+        """A run ended with a timed call: it is the sample of the runs not
+        sampled yet."""
+        self._next_run()
+        self._sample(t, duration, self.take_unsampled())
+
+    def take_unsampled(self) -> int:
+        """What the next sample stands for; nothing is left for another. No
+        call between the read and the write."""
         weight = self.unsampled
         self.unsampled = 0
         return weight
+
+    def give_back(self, t: LaneToken, weight: int) -> None:
+        """A sample that took ``weight`` under ``t`` never finished (its call
+        raised or was cancelled): the next sample stands for those calls."""
+        if t.gen == self.gen:
+            self.unsampled += weight
 
     def _sample(self, t: LaneToken, duration: float, weight: int) -> None:
         if not weight or t.gen != self.gen:
